@@ -1,0 +1,1 @@
+"""Code shared by the provider, operator and engine: status table, errors, server bootstrap, logging."""

@@ -1,0 +1,115 @@
+"""Domain errors, and their one mapping to gRPC status codes.
+
+Domain code raises these and knows nothing of gRPC; `DomainErrorInterceptor` turns them into the
+status code that fits. Anything else that escapes a handler is a bug: logged, answered INTERNAL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+class DomainError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class PermissionDenied(DomainError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unauthenticated(DomainError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class FailedPrecondition(DomainError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(DomainError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(DomainError):
+    """A service this one depends on cannot be reached; the client may retry."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+_PASS_THROUGH = (grpc.aio.AbortError, grpc.aio.UsageError)
+
+
+async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+    if isinstance(exc, DomainError):
+        await context.abort(exc.code, str(exc))
+    if isinstance(exc, grpc.aio.AioRpcError):
+        # A downstream service answered with a status: pass its code on, unless it is a bug there.
+        code = exc.code()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"a backing service is unavailable: {exc.details()}")
+        await context.abort(code, exc.details() or code.name)
+    log.exception("unhandled error in handler", method=method)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+
+
+class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await inner_uu(request, context)
+                except _PASS_THROUGH:
+                    raise
+                except Exception as exc:
+                    await _abort_for(exc, context, method)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                try:
+                    async for item in inner_us(request, context):
+                        yield item
+                except _PASS_THROUGH:
+                    raise
+                except Exception as exc:
+                    await _abort_for(exc, context, method)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+class OutOfRange(DomainError):
+    code = grpc.StatusCode.OUT_OF_RANGE

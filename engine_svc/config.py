@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from c2d_common.env import ConfigError, env_bool, env_int, env_str
+from engine_svc.domain.model import Environment
+
+GiB = 1024**3
+
+DEFAULT_ENVIRONMENTS = (
+    Environment(
+        id="local-small",
+        description="Local sandbox: 1 CPU, 1 GiB memory, 1 GiB disk, 10 minutes, no network",
+        cpus=1.0,
+        memory_bytes=1 * GiB,
+        disk_bytes=1 * GiB,
+        max_duration_seconds=600,
+        network_allowed=False,
+        free=True,
+    ),
+)
+
+
+def parse_environments(raw: str) -> tuple[Environment, ...]:
+    """C2D_ENVIRONMENTS: a JSON list of objects with Environment's fields."""
+    try:
+        items = json.loads(raw)
+        environments = tuple(
+            Environment(**{**item, "runtimes": tuple(item.get("runtimes", ("python3",)))}) for item in items
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"C2D_ENVIRONMENTS is not a JSON list of environments: {exc}") from None
+    if not environments:
+        raise ConfigError("C2D_ENVIRONMENTS lists no environment")
+    return environments
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    listen: str = "127.0.0.1:50053"
+    work_dir: Path = Path("c2d-state/work")
+    results_dir: Path = Path("c2d-state/results")
+    max_concurrent_jobs: int = 2
+    configure_timeout_seconds: int = 600
+    publish_timeout_seconds: int = 600
+    allow_file_urls: bool = True
+    environments: tuple[Environment, ...] = DEFAULT_ENVIRONMENTS
+    runtimes: dict[str, str] = field(default_factory=dict)
+    port_file: str | None = None
+
+    @classmethod
+    def from_env(cls) -> EngineSettings:
+        raw_envs = os.environ.get("C2D_ENVIRONMENTS")
+        runtimes_raw = os.environ.get("C2D_RUNTIMES", "")
+        try:
+            runtimes = json.loads(runtimes_raw) if runtimes_raw else {}
+        except ValueError:
+            raise ConfigError('C2D_RUNTIMES must be a JSON object such as {"python3": "/usr/bin/python3"}') from None
+        return cls(
+            listen=env_str("C2D_ENGINE_LISTEN", cls.listen),
+            work_dir=Path(env_str("C2D_WORK_DIR", str(cls.work_dir))).absolute(),
+            results_dir=Path(env_str("C2D_RESULTS_DIR", str(cls.results_dir))).absolute(),
+            max_concurrent_jobs=env_int("C2D_MAX_CONCURRENT_JOBS", cls.max_concurrent_jobs),
+            configure_timeout_seconds=env_int("C2D_CONFIGURE_TIMEOUT_SECONDS", cls.configure_timeout_seconds),
+            publish_timeout_seconds=env_int("C2D_PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout_seconds),
+            allow_file_urls=env_bool("C2D_ALLOW_FILE_URLS", cls.allow_file_urls),
+            environments=parse_environments(raw_envs) if raw_envs else DEFAULT_ENVIRONMENTS,
+            runtimes=runtimes,
+            port_file=env_str("C2D_PORT_FILE", "") or None,
+        )

@@ -1,0 +1,250 @@
+"""Orchestrates a job's phases on a backend: configure, run the algorithm, publish, delete.
+
+Each phase's outcome maps to one status of the table in c2d_common.status. Stop works in every
+phase: the backend kills what runs, the job's files are deleted, and the job ends as STOPPED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import structlog
+
+from c2d.common.v1 import job_pb2
+from c2d_common.status import DEFAULT_STATUS_TEXT, JobStatus
+from engine_svc.domain.model import (
+    AlgorithmOutcome,
+    Backend,
+    Environment,
+    JobContext,
+    LogOutput,
+    PublishOutcome,
+    StatusChange,
+)
+from engine_svc.domain.runs import JobRun, RunRegistry
+
+log = structlog.get_logger(__name__)
+
+SYSTEM = job_pb2.LOG_STREAM_SYSTEM
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    max_concurrent_jobs: int = 2
+    configure_timeout_seconds: float = 600.0
+    publish_timeout_seconds: float = 600.0
+
+
+class UnknownEnvironment(Exception):
+    pass
+
+
+class JobRunner:
+    def __init__(
+        self, backend: Backend, environments: list[Environment], settings: RunnerSettings, runs: RunRegistry
+    ):
+        self.backend = backend
+        self.environments = {e.id: e for e in environments}
+        self.default_environment = environments[0]
+        self.settings = settings
+        self.runs = runs
+        self._slots = asyncio.Semaphore(settings.max_concurrent_jobs)
+        # Jobs stopped before this engine ever saw them: a later RunJob must not start them.
+        self._stopped_unseen: OrderedDict[str, None] = OrderedDict()
+        self._shutting_down = False
+
+    def environment(self, environment_id: str) -> Environment:
+        if not environment_id:
+            return self.default_environment
+        try:
+            return self.environments[environment_id]
+        except KeyError:
+            raise UnknownEnvironment(environment_id) from None
+
+    def attach_or_start(self, job_id: str, owner: str, spec: job_pb2.JobSpec) -> JobRun:
+        run = self.runs.get(job_id)
+        if run is not None:
+            return run
+        run = JobRun(job_id)
+        self.runs.add(run)
+        if job_id in self._stopped_unseen:
+            run.emit(StatusChange(int(JobStatus.STOPPED), "Stopped before it started"))
+            return run
+        try:
+            environment = self.environment(spec.environment_id)
+        except UnknownEnvironment:
+            run.emit(
+                StatusChange(
+                    int(JobStatus.SYSTEM_ERROR),
+                    f"this engine offers no environment {spec.environment_id!r}",
+                )
+            )
+            return run
+        context = JobContext(job_id=job_id, owner=owner, spec=spec, environment=environment)
+        run.task = asyncio.create_task(self._run(run, context), name=f"job-{job_id}")
+        return run
+
+    async def stop(self, job_id: str) -> bool:
+        run = self.runs.get(job_id)
+        if run is None:
+            self._stopped_unseen[job_id] = None
+            while len(self._stopped_unseen) > 10_000:
+                self._stopped_unseen.popitem(last=False)
+            return False
+        if run.finished:
+            return False
+        run.stop_requested.set()
+        await self.backend.kill(job_id)
+        if run.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(run.task)
+        return True
+
+    async def shutdown(self) -> None:
+        """Kills every job still running here and deletes its files, without ending it: the
+        operator dispatches it again, to this engine once it is back or to another one."""
+        self._shutting_down = True
+        for run in self.runs.active():
+            if run.task is not None:
+                run.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run.task
+
+    async def _run(self, run: JobRun, job: JobContext) -> None:
+        structlog.contextvars.bind_contextvars(job_id=job.job_id)
+        try:
+            await self._phases(run, job)
+        except asyncio.CancelledError:
+            await self.backend.kill(job.job_id)
+            await self.backend.delete_job_files(job.job_id, keep_results=False)
+            log.info("job interrupted by the engine's shutdown; the operator will dispatch it again")
+            self.runs.forget(job.job_id)
+            run.close()
+            raise
+        except Exception as exc:
+            log.exception("job failed inside the engine")
+            await self._end(run, job, StatusChange(int(JobStatus.SYSTEM_ERROR), f"engine error: {exc}"))
+
+    def _status(self, run: JobRun, status: JobStatus, text: str = "") -> None:
+        log.info("phase", status=status.name, text=text)
+        run.emit(StatusChange(int(status), text or DEFAULT_STATUS_TEXT[status]))
+
+    def _system_log(self, run: JobRun, line: str) -> None:
+        run.emit(LogOutput(SYSTEM, f"[c2d] {line}\n".encode()))
+
+    async def _wait_for_slot(self, run: JobRun) -> bool:
+        """True with a slot held; False when the job was stopped while it waited."""
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        stopped = asyncio.ensure_future(run.stop_requested.wait())
+        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if acquire.done() and not acquire.cancelled():
+            if run.stop_requested.is_set():
+                self._slots.release()
+                return False
+            return True
+        acquire.cancel()
+        return False
+
+    async def _phases(self, run: JobRun, job: JobContext) -> None:
+        if not await self._wait_for_slot(run):
+            await self._end(run, job, StatusChange(int(JobStatus.STOPPED), "Stopped while queued"))
+            return
+        try:
+            await self._phases_with_slot(run, job)
+        finally:
+            self._slots.release()
+
+    async def _phases_with_slot(self, run: JobRun, job: JobContext) -> None:
+        env = job.environment
+        self._status(run, JobStatus.STARTED, f"Job started in environment {env.id}")
+        self._status(run, JobStatus.CONFIGURING)
+        configured = await self.backend.configure(job, self.settings.configure_timeout_seconds)
+        if run.stop_requested.is_set():
+            return await self._stopped(run, job, "configuring")
+        if not configured.ok:
+            status = (
+                JobStatus.ALGORITHM_PROVISIONING_FAILED
+                if configured.failed_input == "algorithm"
+                else JobStatus.DATA_PROVISIONING_FAILED
+            )
+            self._system_log(run, f"provisioning failed: {configured.reason}")
+            return await self._end(run, job, StatusChange(int(status), configured.reason))
+        self._status(run, JobStatus.PROVISIONING_SUCCEEDED)
+
+        self._status(run, JobStatus.RUNNING)
+
+        async def forward(stream: int, data: bytes) -> None:
+            run.emit(LogOutput(stream, data))
+
+        outcome = await self.backend.run_algorithm(job, forward)
+        if run.stop_requested.is_set():
+            return await self._stopped(run, job, "running the algorithm")
+        verdict = _algorithm_verdict(outcome, env)
+        self._system_log(run, f"algorithm exited with code {outcome.exit_code}")
+
+        self._status(run, JobStatus.PUBLISHING)
+        published = await self.backend.publish(job, self.settings.publish_timeout_seconds)
+        if run.stop_requested.is_set():
+            return await self._stopped(run, job, "publishing")
+        if not published.ok:
+            self._system_log(run, f"publishing failed: {published.reason}")
+            await self._end(
+                run,
+                job,
+                StatusChange(
+                    int(JobStatus.RESULTS_UPLOAD_FAILED),
+                    published.reason,
+                    exit_code=outcome.exit_code,
+                    out_of_memory=outcome.out_of_memory,
+                ),
+            )
+            return
+        status, text = verdict
+        await self._end(
+            run,
+            job,
+            StatusChange(
+                int(status),
+                text,
+                exit_code=outcome.exit_code,
+                out_of_memory=outcome.out_of_memory,
+                results=tuple(published.results),
+            ),
+        )
+
+    async def _stopped(self, run: JobRun, job: JobContext, phase: str) -> None:
+        await self._end(run, job, StatusChange(int(JobStatus.STOPPED), f"Stopped while {phase}"), results=False)
+
+    async def _end(self, run: JobRun, job: JobContext, change: StatusChange, results: bool = True) -> None:
+        """Deletes everything of the job (its results too, unless it published them), then reports
+        the terminal status: once a client sees it, nothing of the job's run is left."""
+        keep = results and bool(change.results)
+        try:
+            await self.backend.kill(job.job_id)
+            await self.backend.delete_job_files(job.job_id, keep_results=keep)
+        except Exception:
+            log.exception("clean-up failed")
+        log.info("job ended", status=JobStatus(change.status).name, text=change.status_text)
+        run.emit(change)
+
+
+def _algorithm_verdict(outcome: AlgorithmOutcome, env: Environment) -> tuple[JobStatus, str]:
+    if outcome.timed_out:
+        return (
+            JobStatus.ALGORITHM_TIMED_OUT,
+            f"the algorithm ran longer than the environment's {env.max_duration_seconds} s",
+        )
+    if outcome.out_of_memory:
+        return JobStatus.OUT_OF_MEMORY, f"the algorithm used more than {env.memory_bytes} bytes of memory"
+    if outcome.disk_quota_exceeded:
+        return JobStatus.DISK_QUOTA_EXCEEDED, f"the algorithm wrote more than {env.disk_bytes} bytes"
+    if outcome.exit_code != 0:
+        return JobStatus.ALGORITHM_FAILED, f"the algorithm exited with code {outcome.exit_code}"
+    return JobStatus.FINISHED, DEFAULT_STATUS_TEXT[JobStatus.FINISHED]
+
+
+__all__ = ["JobRunner", "PublishOutcome", "RunnerSettings"]

@@ -1,0 +1,405 @@
+"""The local backend: each phase of a job is a separate bubblewrap sandbox on this machine.
+
+Layout of a job's workspace (host side), all deleted when the job ends:
+
+    <work_dir>/<job_id>/data/{inputs,transformations,ddos,outputs,logs}   seen as /data/... inside
+    <work_dir>/<job_id>/c2d/job.json          what podtools configure reads (locations included)
+    <work_dir>/<job_id>/c2d/out/              podtools' result file
+    <work_dir>/<job_id>/c2d/algorithm-logs/   the algorithm's stdout and stderr, as captured
+
+Results go to <results_dir>/<job_id>/{outputs,logs}/ (the local result store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import structlog
+from google.protobuf import json_format
+
+from c2d.common.v1 import job_pb2
+from engine_svc.domain.model import (
+    AlgorithmOutcome,
+    ConfigureOutcome,
+    JobContext,
+    OutputSink,
+    PublishedFile,
+    PublishOutcome,
+)
+from engine_svc.infra.sandbox import Limits, SandboxSpec, build_command, find_bwrap
+
+log = structlog.get_logger(__name__)
+
+PODTOOLS_DIR = Path(__file__).resolve().parents[2] / "podtools"
+READ_CHUNK = 64 * 1024
+SIGXCPU = int(signal.SIGXCPU)
+SIGXFSZ = int(signal.SIGXFSZ)
+
+
+@dataclass(frozen=True)
+class LocalBackendSettings:
+    work_dir: Path
+    results_dir: Path
+    allow_file_urls: bool = True
+    # Runtime name -> interpreter on this machine, e.g. {"python3": "/usr/bin/python3"}.
+    runtimes: dict[str, str] | None = None
+    podtools_python: str = sys.executable
+    # Memory and file-size limits for podtools' own sandboxes.
+    podtools_memory_bytes: int = 2 * 1024**3
+
+
+def default_runtimes() -> dict[str, str]:
+    system_python = "/usr/bin/python3"
+    python = system_python if os.path.exists(system_python) else sys.executable
+    return {"python3": python}
+
+
+def _interpreter_paths(executable: str) -> list[str]:
+    """The host folders an interpreter needs, to bind read-only at the same path."""
+    paths: list[str] = []
+    if executable.startswith("/usr/"):
+        return paths
+    real = os.path.realpath(executable)
+    if executable == sys.executable:
+        candidates = [sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(real))]
+    else:
+        candidates = [os.path.dirname(os.path.dirname(real)), os.path.dirname(os.path.dirname(executable))]
+    for candidate in candidates:
+        if candidate.startswith("/usr/") or candidate in ("/", "/usr"):
+            continue
+        if not any(candidate == p or candidate.startswith(p + "/") for p in paths):
+            paths = [p for p in paths if not p.startswith(candidate + "/")]
+            paths.append(candidate)
+    return paths
+
+
+class ProcessFailedToStart(Exception):
+    pass
+
+
+class LocalBackend:
+    def __init__(self, settings: LocalBackendSettings):
+        self.settings = settings
+        self.bwrap = find_bwrap()
+        self.runtimes = settings.runtimes or default_runtimes()
+        self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.results_dir.mkdir(parents=True, exist_ok=True)
+        self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self._killed: set[str] = set()
+
+    # --- paths ----------------------------------------------------------------------------------
+
+    def workspace(self, job_id: str) -> Path:
+        return self.settings.work_dir / job_id
+
+    def results(self, job_id: str) -> Path:
+        return self.settings.results_dir / job_id
+
+    def _data(self, job_id: str, name: str) -> str:
+        return str(self.workspace(job_id) / "data" / name)
+
+    def _c2d(self, job_id: str, name: str) -> str:
+        return str(self.workspace(job_id) / "c2d" / name)
+
+    # --- processes ------------------------------------------------------------------------------
+
+    async def _start(self, job_id: str, spec: SandboxSpec, capture: bool) -> asyncio.subprocess.Process:
+        if job_id in self._killed:
+            raise ProcessFailedToStart("the job was stopped")
+        command = build_command(spec, self.bwrap)
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE if capture else asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=spec.env,
+            start_new_session=True,
+        )
+        self._processes[job_id] = process
+        return process
+
+    async def kill(self, job_id: str) -> None:
+        self._killed.add(job_id)
+        process = self._processes.get(job_id)
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                await process.wait()
+
+    async def _run_podtool(
+        self, job_id: str, spec: SandboxSpec, timeout: float
+    ) -> tuple[int | None, dict[str, Any] | None, str]:
+        """Runs a podtool; answers (exit code or None on timeout, its result file, its stderr tail)."""
+        process = await self._start(job_id, spec, capture=False)
+        assert process.stderr is not None
+        try:
+            stderr = await asyncio.wait_for(process.stderr.read(), timeout)
+            code: int | None = await asyncio.wait_for(process.wait(), 5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            return None, None, ""
+        finally:
+            self._processes.pop(job_id, None)
+        result_path = Path(self._c2d(job_id, "out")) / "result.json"
+        result: dict[str, Any] | None = None
+        if result_path.exists():
+            try:
+                result = json.loads(result_path.read_text())
+            except (OSError, ValueError):
+                result = None
+            result_path.unlink(missing_ok=True)
+        return code, result, stderr.decode(errors="replace")[-2000:]
+
+    def _podtools_spec(self, argv: list[str], network: bool) -> SandboxSpec:
+        python = self.settings.podtools_python
+        return SandboxSpec(
+            argv=[python, "-s", "-B", *argv],
+            network=network,
+            host_ro_paths=_interpreter_paths(python),
+            ro_binds=[(str(PODTOOLS_DIR), "/opt/c2d/podtools")],
+            env={
+                "PATH": "/usr/local/bin:/usr/bin:/bin",
+                "HOME": "/tmp",
+                "LANG": "C.UTF-8",
+                "PYTHONPATH": "/opt/c2d",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            },
+            limits=Limits(
+                memory_bytes=self.settings.podtools_memory_bytes,
+                cpu_seconds=3600,
+                file_size_bytes=1 << 40,
+            ),
+        )
+
+    # --- phases ---------------------------------------------------------------------------------
+
+    async def configure(self, job: JobContext, timeout: float) -> ConfigureOutcome:
+        job_id = job.job_id
+        root = self.workspace(job_id)
+        for name in ("inputs", "transformations", "ddos", "outputs", "logs"):
+            (root / "data" / name).mkdir(parents=True, exist_ok=True)
+        for name in ("out", "algorithm-logs"):
+            (root / "c2d" / name).mkdir(parents=True, exist_ok=True)
+        try:
+            plan, sources, network = self._configure_plan(job)
+        except ValueError as exc:
+            failed_input = "algorithm" if str(exc).startswith("algorithm") else "data"
+            return ConfigureOutcome(False, failed_input, str(exc))
+        (root / "c2d" / "job.json").write_text(json.dumps(plan))
+        spec = self._podtools_spec(["-m", "podtools.configure", "/c2d/job.json", "/c2d/out/result.json"], network)
+        spec.rw_binds += [
+            (self._data(job_id, "inputs"), "/data/inputs"),
+            (self._data(job_id, "transformations"), "/data/transformations"),
+            (self._data(job_id, "ddos"), "/data/ddos"),
+            (self._c2d(job_id, "out"), "/c2d/out"),
+        ]
+        spec.ro_binds += [(self._c2d(job_id, "job.json"), "/c2d/job.json"), *sources]
+        try:
+            code, result, stderr = await self._run_podtool(job_id, spec, timeout)
+        except ProcessFailedToStart as exc:
+            return ConfigureOutcome(False, "data", str(exc))
+        if code is None:
+            return ConfigureOutcome(False, "data", f"fetching the inputs took longer than {timeout:.0f} s")
+        if code == 0 and result and result.get("ok"):
+            return ConfigureOutcome(True)
+        if result:
+            return ConfigureOutcome(False, str(result.get("failed_input", "data")), str(result.get("reason", "")))
+        return ConfigureOutcome(False, "data", f"the configuration sandbox exited with code {code}: {stderr}")
+
+    def _configure_plan(self, job: JobContext) -> tuple[dict[str, Any], list[tuple[str, str]], bool]:
+        """What podtools configure fetches. file:// sources are bound read-only into the sandbox
+        (at /c2d/src/N) and their URLs rewritten; nothing else of the host is visible."""
+        sources: list[tuple[str, str]] = []
+        network = False
+
+        def locate(location: job_pb2.FileLocation, what: str) -> dict[str, Any]:
+            nonlocal network
+            parsed = urlparse(location.url)
+            url = location.url
+            if parsed.scheme == "file":
+                if not self.settings.allow_file_urls:
+                    raise ValueError(f"{what}: file:// inputs are disabled on this engine")
+                path = unquote(parsed.path)
+                if not os.path.isfile(path):
+                    raise ValueError(f"{what}: {location.url} is not a readable file")
+                target = f"/c2d/src/{len(sources)}"
+                sources.append((path, target))
+                url = f"file://{target}"
+            elif parsed.scheme in ("http", "https"):
+                network = True
+            else:
+                raise ValueError(f"{what}: unsupported URL scheme {parsed.scheme!r}")
+            return {"url": url, "sha256": location.sha256, "size": location.size}
+
+        datasets = []
+        for dataset in job.spec.datasets:
+            datasets.append(
+                {
+                    "did": dataset.did,
+                    "files": [locate(f, f"dataset {dataset.did}") for f in dataset.files],
+                    "ddo": json_format.MessageToDict(dataset.ddo),
+                }
+            )
+        algorithm = job.spec.algorithm
+        plan = {
+            "job_id": job.job_id,
+            "datasets": datasets,
+            "algorithm": {
+                "did": algorithm.did,
+                "files": [locate(f, "algorithm") for f in algorithm.files],
+                "raw_code": base64.b64encode(algorithm.raw_code).decode(),
+            },
+            "algorithm_parameters": json_format.MessageToDict(job.spec.algorithm_parameters),
+        }
+        return plan, sources, network
+
+    async def run_algorithm(self, job: JobContext, on_output: OutputSink) -> AlgorithmOutcome:
+        job_id = job.job_id
+        env = job.environment
+        algorithm = job.spec.algorithm
+        runtime = algorithm.runtime or "python3"
+        interpreter = self.runtimes.get(runtime)
+        entrypoint = list(algorithm.entrypoint) or [runtime, "$ALGO"]
+        if interpreter is None:
+            await on_output(job_pb2.LOG_STREAM_SYSTEM, f"[c2d] unknown runtime {runtime!r}\n".encode())
+            return AlgorithmOutcome(exit_code=127)
+        argv = [a.replace("$ALGO", "/data/transformations/algorithm") for a in entrypoint]
+        if argv[0] == runtime:
+            argv[0] = interpreter
+        spec = SandboxSpec(
+            argv=argv,
+            network=env.network_allowed,
+            host_ro_paths=_interpreter_paths(interpreter),
+            rw_binds=[
+                (self._data(job_id, "outputs"), "/data/outputs"),
+                (self._data(job_id, "logs"), "/data/logs"),
+            ],
+            ro_binds=[
+                (self._data(job_id, "inputs"), "/data/inputs"),
+                (self._data(job_id, "transformations"), "/data/transformations"),
+                (self._data(job_id, "ddos"), "/data/ddos"),
+            ],
+            env={
+                "PATH": "/usr/local/bin:/usr/bin:/bin",
+                "HOME": "/tmp",
+                "LANG": "C.UTF-8",
+                "PYTHONUNBUFFERED": "1",
+                "DIDS": json.dumps([d.did for d in job.spec.datasets]),
+                "TRANSFORMATION_DID": algorithm.did,
+                "ALGO": "/data/transformations/algorithm",
+            },
+            chdir="/data",
+            limits=Limits(
+                memory_bytes=env.memory_bytes,
+                cpu_seconds=max(1, int(env.max_duration_seconds * max(env.cpus, 1))),
+                file_size_bytes=env.disk_bytes,
+            ),
+        )
+        try:
+            process = await self._start(job_id, spec, capture=True)
+        except ProcessFailedToStart:
+            return AlgorithmOutcome(exit_code=137)
+        logs = Path(self._c2d(job_id, "algorithm-logs"))
+        assert process.stdout is not None and process.stderr is not None
+        pumps = [
+            asyncio.create_task(self._pump(process.stdout, logs / "stdout.log", job_pb2.LOG_STREAM_STDOUT, on_output)),
+            asyncio.create_task(self._pump(process.stderr, logs / "stderr.log", job_pb2.LOG_STREAM_STDERR, on_output)),
+        ]
+        timed_out = False
+        try:
+            await asyncio.wait_for(process.wait(), env.max_duration_seconds)
+        except TimeoutError:
+            timed_out = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        finally:
+            self._processes.pop(job_id, None)
+        await asyncio.gather(*pumps)
+        code = process.returncode if process.returncode is not None else -1
+        if code < 0:  # killed by a signal before bwrap could report it
+            code = 128 - code
+        outputs_size = _tree_size(Path(self._data(job_id, "outputs"))) + _tree_size(Path(self._data(job_id, "logs")))
+        return AlgorithmOutcome(
+            exit_code=code,
+            timed_out=timed_out or code == 128 + SIGXCPU,
+            disk_quota_exceeded=code == 128 + SIGXFSZ or outputs_size > env.disk_bytes,
+        )
+
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader, path: Path, stream: int, on_output: OutputSink) -> None:
+        with path.open("ab") as sink:
+            while True:
+                chunk = await reader.read(READ_CHUNK)
+                if not chunk:
+                    return
+                sink.write(chunk)
+                sink.flush()
+                await on_output(stream, chunk)
+
+    async def publish(self, job: JobContext, timeout: float) -> PublishOutcome:
+        job_id = job.job_id
+        target = self.results(job_id)
+        if target.exists():  # a previous, interrupted run of the same job
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        spec = self._podtools_spec(["-m", "podtools.publish", "/c2d/out/result.json"], network=False)
+        spec.rw_binds += [(str(target), "/results"), (self._c2d(job_id, "out"), "/c2d/out")]
+        spec.ro_binds += [
+            (self._data(job_id, "outputs"), "/data/outputs"),
+            (self._data(job_id, "logs"), "/data/logs"),
+            (self._c2d(job_id, "algorithm-logs"), "/c2d/algorithm-logs"),
+        ]
+        try:
+            code, result, stderr = await self._run_podtool(job_id, spec, timeout)
+        except ProcessFailedToStart as exc:
+            return PublishOutcome(False, str(exc))
+        if code is None:
+            return PublishOutcome(False, f"publishing took longer than {timeout:.0f} s")
+        if code != 0 or not result or not result.get("ok"):
+            reason = (result or {}).get("reason") or f"the publishing sandbox exited with code {code}: {stderr}"
+            return PublishOutcome(False, str(reason))
+        files = []
+        for item in result.get("files", []):
+            path = target / item["path"]
+            if not path.resolve().is_relative_to(target.resolve()):
+                return PublishOutcome(False, f"publish reported a path outside the store: {item['path']!r}")
+            files.append(
+                PublishedFile(
+                    name=item["name"],
+                    kind=job_pb2.RESULT_KIND_LOG if item["kind"] == "log" else job_pb2.RESULT_KIND_OUTPUT,
+                    size=int(item["size"]),
+                    sha256=item["sha256"],
+                    location=path.as_uri(),
+                )
+            )
+        return PublishOutcome(True, results=files)
+
+    async def delete_job_files(self, job_id: str, *, keep_results: bool) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.workspace(job_id), True)
+        if not keep_results:
+            await asyncio.to_thread(shutil.rmtree, self.results(job_id), True)
+        self._killed.discard(job_id)
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total

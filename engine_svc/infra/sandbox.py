@@ -1,0 +1,106 @@
+"""bubblewrap command lines for a job's sandboxes.
+
+Every phase runs in new user, PID, IPC, UTS, cgroup and (unless allowed) network namespaces, as an
+unprivileged uid, with the system's /usr read-only, a private /tmp, and only the job's own folders
+bound in. Nothing else of the host is visible: not other jobs, not the services' state or keys.
+Resource limits are set with prlimit around bwrap, so they hold for every process inside.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SANDBOX_UID = 65534
+SANDBOX_GID = 65534
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int
+    cpu_seconds: int
+    file_size_bytes: int
+    open_files: int = 1024
+
+
+@dataclass
+class SandboxSpec:
+    argv: list[str]
+    network: bool = False
+    ro_binds: list[tuple[str, str]] = field(default_factory=list)
+    rw_binds: list[tuple[str, str]] = field(default_factory=list)
+    # Folders (host paths) that must be visible read-only at the same path, e.g. an interpreter.
+    host_ro_paths: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    chdir: str = "/"
+    limits: Limits | None = None
+
+
+def find_bwrap() -> str:
+    path = shutil.which("bwrap")
+    if path is None:
+        raise RuntimeError(
+            "bubblewrap (bwrap) is not installed; the local backend needs it: apt-get install bubblewrap"
+        )
+    return path
+
+
+def _system_binds() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = Path("/") / name
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), f"/{name}"]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), f"/{name}"]
+    return args
+
+
+_NETWORK_ETC = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates")
+
+
+def build_command(spec: SandboxSpec, bwrap: str | None = None) -> list[str]:
+    args: list[str] = []
+    if spec.limits is not None:
+        lim = spec.limits
+        args += [
+            "prlimit",
+            f"--as={lim.memory_bytes}",
+            f"--cpu={lim.cpu_seconds}",
+            f"--fsize={lim.file_size_bytes}",
+            f"--nofile={lim.open_files}",
+            "--core=0",
+            "--",
+        ]
+    args += [
+        bwrap or find_bwrap(),
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--uid",
+        str(SANDBOX_UID),
+        "--gid",
+        str(SANDBOX_GID),
+        "--hostname",
+        "c2d-sandbox",
+        "--cap-drop",
+        "ALL",
+    ]
+    if spec.network:
+        args += ["--share-net"]
+    args += _system_binds()
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/data"]
+    if spec.network:
+        for path in _NETWORK_ETC:
+            if os.path.exists(path):
+                args += ["--ro-bind", path, path]
+    for path in spec.host_ro_paths:
+        args += ["--ro-bind", path, path]
+    for source, target in spec.rw_binds:
+        args += ["--bind", source, target]
+    for source, target in spec.ro_binds:
+        args += ["--ro-bind", source, target]
+    args += ["--chdir", spec.chdir, "--", *spec.argv]
+    return args

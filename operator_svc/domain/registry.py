@@ -1,0 +1,351 @@
+"""The job registry: register, dispatch to the engine, record progress, fan it out, stop.
+
+Every status change arrives from the engine's RunJob stream (push), is stored with its time and a
+per-job sequence number, then published to Watch and GetJobLogs streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from c2d_common.errors import InvalidArgument, NotFound
+from c2d_common.ids import new_job_id
+from c2d_common.status import DEFAULT_STATUS_TEXT, JobStatus
+from c2d_common.timestamps import utcnow
+from operator_svc.domain.hub import EventHub
+from operator_svc.domain.model import EngineGateway, EngineUnavailable, LogPiece, StatusUpdate
+from operator_svc.infra.job_store import JobRecord, JobStore
+from operator_svc.infra.tables import JobEventRow, LogRow
+
+log = structlog.get_logger(__name__)
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    log_limit_bytes: int = 8 * 1024 * 1024
+    # How long a job may wait for an unreachable engine before it ends as a system error.
+    engine_retry_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class WatchItem:
+    event: JobEventRow
+    job: JobRecord | None  # set on the first item and on the terminal one
+
+
+class _LogsEnded:
+    """Published on a job's log topic when the job reaches a terminal status."""
+
+
+LOGS_ENDED = _LogsEnded()
+
+
+def encode_page_token(created_at: datetime, job_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), job_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        created, job_id = json.loads(raw)
+        moment = datetime.fromisoformat(created)
+        if not isinstance(job_id, str) or len(job_id) != 32:
+            raise ValueError("job id")
+        return moment, job_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument(
+            "page_token is not one this server issued: pass next_page_token from the previous "
+            "response unchanged, or an empty token for the first page"
+        ) from None
+
+
+class JobRegistry:
+    def __init__(self, store: JobStore, engine: EngineGateway, hub: EventHub, settings: RegistrySettings):
+        self.store = store
+        self.engine = engine
+        self.hub = hub
+        self.settings = settings
+        self._drivers: dict[str, asyncio.Task[None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._closing = False
+
+    # --- registration and dispatch -------------------------------------------------------------
+
+    async def register(
+        self,
+        *,
+        owner: str,
+        request_id: str | None,
+        spec: bytes,
+        dataset_dids: Sequence[str],
+        algorithm_did: str,
+        environment_id: str,
+    ) -> tuple[JobRecord, bool]:
+        record, event = await asyncio.to_thread(
+            self.store.create_job,
+            job_id=new_job_id(),
+            owner=owner,
+            request_id=request_id,
+            spec=spec,
+            dataset_dids=dataset_dids,
+            algorithm_did=algorithm_did,
+            environment_id=environment_id,
+            status_text=DEFAULT_STATUS_TEXT[JobStatus.QUEUED],
+            now=utcnow(),
+        )
+        if event is not None:
+            log.info("job registered", job_id=record.job.job_id, owner=owner)
+            self._dispatch(record.job.job_id, owner, spec)
+        return record, event is not None
+
+    def _dispatch(self, job_id: str, owner: str, spec: bytes) -> None:
+        if self._closing or job_id in self._drivers:
+            return
+        task = asyncio.create_task(self._drive(job_id, owner, spec), name=f"drive-{job_id}")
+        self._drivers[job_id] = task
+        task.add_done_callback(lambda _t: self._drivers.pop(job_id, None))
+
+    async def resume_unfinished(self) -> int:
+        """At start: carry on every job that had not ended. The engine attaches to a run it still
+        has, or starts the job again."""
+        jobs = await asyncio.to_thread(self.store.unfinished_jobs)
+        for job in jobs:
+            self._dispatch(job.job_id, job.owner, job.spec)
+        return len(jobs)
+
+    async def _drive(self, job_id: str, owner: str, spec: bytes) -> None:
+        structlog.contextvars.bind_contextvars(job_id=job_id)
+        loop = asyncio.get_running_loop()
+        unreachable_since: float | None = None
+        delay = 0.1
+        while True:
+            try:
+                async for update in self.engine.run_job(job_id, owner, spec):
+                    unreachable_since = None
+                    delay = 0.1
+                    if isinstance(update, LogPiece):
+                        await self._record_log(job_id, update.stream, update.data)
+                    else:
+                        record = await self.record_status(job_id, update)
+                        if record is None or JobStatus(update.status).is_terminal:
+                            return
+                raise EngineUnavailable("the engine closed the job's stream before it ended")
+            except EngineUnavailable as exc:
+                current = await asyncio.to_thread(self.store.get_job, job_id)
+                if current is None or JobStatus(current.job.status).is_terminal:
+                    return
+                now = loop.time()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since > self.settings.engine_retry_seconds:
+                    await self.record_status(
+                        job_id,
+                        StatusUpdate(
+                            int(JobStatus.SYSTEM_ERROR),
+                            f"the engine was unreachable for {self.settings.engine_retry_seconds:.0f} s: {exc}",
+                        ),
+                    )
+                    return
+                log.warning("engine unreachable, retrying", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug: never leave the job hanging because of it
+                log.exception("job driver failed")
+                await self.record_status(
+                    job_id, StatusUpdate(int(JobStatus.SYSTEM_ERROR), f"operator error: {exc}")
+                )
+                return
+
+    def _lock(self, job_id: str) -> asyncio.Lock:
+        lock = self._locks.get(job_id)
+        if lock is None:
+            lock = self._locks[job_id] = asyncio.Lock()
+        return lock
+
+    async def record_status(self, job_id: str, update: StatusUpdate) -> JobRecord | None:
+        async with self._lock(job_id):
+            text = update.status_text or DEFAULT_STATUS_TEXT.get(JobStatus(update.status), "")
+            stored = await asyncio.to_thread(
+                self.store.append_event,
+                job_id,
+                status=update.status,
+                status_text=text,
+                exit_code=update.exit_code,
+                out_of_memory=update.out_of_memory,
+                results=update.results,
+                now=utcnow(),
+            )
+        if stored is None:
+            return None
+        event, record = stored
+        terminal = JobStatus(event.status).is_terminal
+        log.info("job status", job_id=job_id, status=JobStatus(event.status).name, text=text)
+        self.hub.publish(("job", job_id), WatchItem(event, record if terminal else None))
+        if terminal:
+            self.hub.publish(("log", job_id), LOGS_ENDED)
+            self._locks.pop(job_id, None)
+        return record
+
+    async def _record_log(self, job_id: str, stream: int, data: bytes) -> None:
+        row = await asyncio.to_thread(
+            self.store.append_log,
+            job_id,
+            stream=stream,
+            data=data,
+            now=utcnow(),
+            limit_bytes=self.settings.log_limit_bytes,
+        )
+        if row is not None:
+            self.hub.publish(("log", job_id), row)
+
+    # --- queries --------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> JobRecord:
+        record = await asyncio.to_thread(self.store.get_job, job_id)
+        if record is None:
+            raise NotFound(f"no job {job_id}")
+        return record
+
+    async def history(self, job_id: str) -> list[JobEventRow]:
+        return await asyncio.to_thread(self.store.get_events, job_id, 0)
+
+    async def list(
+        self, *, owner: str | None, statuses: Sequence[int], page_size: int, page_token: str
+    ) -> tuple[list[JobRecord], str]:
+        if page_size < 0 or page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}, not {page_size}")
+        for status in statuses:
+            if status not in JobStatus._value2member_map_:
+                raise InvalidArgument(f"unknown job status {status} in statuses")
+        limit = page_size or DEFAULT_PAGE_SIZE
+        after = decode_page_token(page_token) if page_token else None
+        records = await asyncio.to_thread(
+            self.store.list_jobs, owner=owner, statuses=statuses, limit=limit + 1, after=after
+        )
+        token = ""
+        if len(records) > limit:
+            records = records[:limit]
+            last = records[-1].job
+            token = encode_page_token(last.created_at, last.job_id)
+        return records, token
+
+    # --- stop -----------------------------------------------------------------------------------
+
+    async def stop(self, job_id: str) -> JobRecord:
+        record = await self.get(job_id)
+        if JobStatus(record.job.status).is_terminal:
+            return record
+        try:
+            was_running = await self.engine.stop_job(job_id)
+        except EngineUnavailable:
+            was_running = False
+        if not was_running:
+            # The engine has no run for it (still queued, or the engine lost it): the engine now
+            # refuses to start it, so ending it here is final.
+            driver = self._drivers.get(job_id)
+            if driver is not None:
+                driver.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await driver
+            await self.record_status(job_id, StatusUpdate(int(JobStatus.STOPPED), "Stopped by its owner"))
+            return await self.get(job_id)
+        # The engine reports STOPPED on the job's stream once every process and file is gone.
+        return await self._wait_terminal(job_id)
+
+    async def _wait_terminal(self, job_id: str) -> JobRecord:
+        async for item in self.watch(job_id, 0):
+            if JobStatus(item.event.status).is_terminal and item.job is not None:
+                return item.job
+        return await self.get(job_id)
+
+    # --- streams --------------------------------------------------------------------------------
+
+    async def watch(self, job_id: str, after_sequence: int) -> AsyncIterator[WatchItem]:
+        if after_sequence < 0:
+            raise InvalidArgument("after_sequence must not be negative")
+        with self.hub.subscribe(("job", job_id)) as subscription:
+            record = await self.get(job_id)
+            if after_sequence == 0:
+                events = (await asyncio.to_thread(self.store.get_events, job_id, record.job.sequence - 1))[-1:]
+            else:
+                events = await asyncio.to_thread(self.store.get_events, job_id, after_sequence)
+            last = after_sequence
+            for index, event in enumerate(events):
+                terminal = JobStatus(event.status).is_terminal
+                yield WatchItem(event, record if index == 0 or terminal else None)
+                last = event.sequence
+                if terminal:
+                    return
+            if not events and JobStatus(record.job.status).is_terminal:
+                return
+            while True:
+                item = await subscription.get()
+                if subscription.lagged or item is None:
+                    subscription.reset_after_lag()
+                    for event in await asyncio.to_thread(self.store.get_events, job_id, last):
+                        terminal = JobStatus(event.status).is_terminal
+                        yield WatchItem(event, await self.get(job_id) if terminal else None)
+                        last = event.sequence
+                        if terminal:
+                            return
+                    continue
+                if item.event.sequence <= last:
+                    continue
+                yield item
+                last = item.event.sequence
+                if JobStatus(item.event.status).is_terminal:
+                    return
+
+    async def logs(self, job_id: str, follow: bool, after_sequence: int) -> AsyncIterator[LogRow]:
+        if after_sequence < 0:
+            raise InvalidArgument("after_sequence must not be negative")
+        with self.hub.subscribe(("log", job_id)) as subscription:
+            record = await self.get(job_id)
+            last = after_sequence
+            for row in await asyncio.to_thread(self.store.get_logs, job_id, after_sequence):
+                yield row
+                last = row.sequence
+            if not follow or JobStatus(record.job.status).is_terminal:
+                return
+            while True:
+                item: Any = await subscription.get()
+                if subscription.lagged or item is None or item is LOGS_ENDED:
+                    subscription.reset_after_lag()
+                    for row in await asyncio.to_thread(self.store.get_logs, job_id, last):
+                        yield row
+                        last = row.sequence
+                    if item is LOGS_ENDED:
+                        return
+                    current = await self.get(job_id)
+                    if JobStatus(current.job.status).is_terminal:
+                        return
+                    continue
+                if item.sequence <= last:
+                    continue
+                yield item
+                last = item.sequence
+
+    async def close(self) -> None:
+        """Stops following engines (the jobs go on there and are re-attached at the next start)."""
+        self._closing = True
+        drivers = list(self._drivers.values())
+        for task in drivers:
+            task.cancel()
+        for task in drivers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

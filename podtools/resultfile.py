@@ -1,0 +1,14 @@
+"""The small JSON file a podtool leaves for the engine."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+def write_result(path: str, **fields: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(fields, handle)
+    os.replace(tmp, path)

@@ -1,0 +1,33 @@
+"""AssetService: DDOs in and out as google.protobuf.Struct."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+
+from c2d.provider.v1 import request_response_pb2 as pb
+from c2d.provider.v1 import service_pb2_grpc
+from c2d_common.errors import InvalidArgument
+from c2d_common.ids import check_address
+from provider_svc.domain.assets import AssetStore
+
+
+class AssetServicer(service_pb2_grpc.AssetServiceServicer):
+    def __init__(self, assets: AssetStore):
+        self.assets = assets
+
+    async def PublishAsset(
+        self, request: pb.PublishAssetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PublishAssetResponse:
+        publisher = check_address(request.publisher_address, "publisher_address")
+        if not request.HasField("ddo"):
+            raise InvalidArgument("ddo is required")
+        ddo = json_format.MessageToDict(request.ddo)
+        asset = self.assets.publish(publisher, ddo)
+        return pb.PublishAssetResponse(did=asset.did)
+
+    async def GetAsset(self, request: pb.GetAssetRequest, context: grpc.aio.ServicerContext) -> pb.GetAssetResponse:
+        asset = self.assets.get(request.did)
+        ddo = struct_pb2.Struct()
+        ddo.update(asset.public_ddo())
+        return pb.GetAssetResponse(ddo=ddo)
