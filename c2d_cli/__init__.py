@@ -1,0 +1,1 @@
+"""`c2d`: the command line for consumers, publishers and the demo."""

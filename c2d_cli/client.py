@@ -1,0 +1,196 @@
+"""A small client over the provider's API: one method per RPC, plus verified downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+
+from c2d.common.v1 import job_pb2, job_status_pb2
+from c2d.provider.v1 import request_response_pb2 as pb
+from c2d.provider.v1 import service_pb2_grpc
+from c2d_common.server import insecure_channel
+
+
+class ChecksumMismatch(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Download:
+    path: Path
+    size: int
+    sha256: str
+    resumed_from: int
+
+
+class ProviderClient:
+    def __init__(self, address: str, consumer_address: str):
+        self.address = address
+        self.consumer = consumer_address
+        self.channel = insecure_channel(address)
+        self.compute = service_pb2_grpc.ComputeServiceStub(self.channel)
+        self.assets = service_pb2_grpc.AssetServiceStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> ProviderClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    # --- ComputeService -------------------------------------------------------------------------
+
+    async def start(
+        self,
+        dataset_dids: list[str],
+        *,
+        algorithm_did: str = "",
+        raw_code: bytes = b"",
+        entrypoint: list[str] | None = None,
+        runtime: str = "",
+        environment_id: str = "",
+        parameters: dict[str, Any] | None = None,
+        request_id: str = "",
+    ) -> pb.StartResponse:
+        request = pb.StartRequest(
+            consumer_address=self.consumer,
+            dataset_did=dataset_dids[0],
+            additional_dataset_dids=dataset_dids[1:],
+            environment_id=environment_id,
+            request_id=request_id,
+        )
+        if algorithm_did:
+            request.algorithm_did = algorithm_did
+        else:
+            request.raw_algorithm.CopyFrom(
+                pb.RawAlgorithm(code=raw_code, entrypoint=entrypoint or [], runtime=runtime)
+            )
+        if parameters:
+            request.algorithm_parameters.update(parameters)
+        return await self.compute.Start(request, timeout=60)
+
+    async def get_job_details(self, job_id: str) -> pb.GetJobDetailsResponse:
+        return await self.compute.GetJobDetails(
+            pb.GetJobDetailsRequest(consumer_address=self.consumer, job_id=job_id), timeout=30
+        )
+
+    async def stop(self, job_id: str) -> job_pb2.Job:
+        response = await self.compute.Stop(pb.StopRequest(consumer_address=self.consumer, job_id=job_id), timeout=120)
+        return response.job
+
+    async def list(
+        self, page_size: int = 0, page_token: str = "", statuses: list[int] | None = None
+    ) -> pb.ListResponse:
+        request = pb.ListRequest(
+            consumer_address=self.consumer,
+            page_size=page_size,
+            page_token=page_token,
+            statuses=statuses or [],  # type: ignore[arg-type]
+        )
+        return await self.compute.List(request, timeout=30)
+
+    async def list_all(self, statuses: list[int] | None = None) -> AsyncIterator[job_pb2.Job]:
+        token = ""
+        while True:
+            page = await self.list(page_size=100, page_token=token, statuses=statuses)
+            for job in page.jobs:
+                yield job
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def watch(self, job_id: str, after_sequence: int = 0) -> AsyncIterator[pb.WatchResponse]:
+        request = pb.WatchRequest(consumer_address=self.consumer, job_id=job_id, after_sequence=after_sequence)
+        async for response in self.compute.Watch(request):
+            yield response
+
+    async def get_logs(self, job_id: str, follow: bool = False, after_sequence: int = 0) -> AsyncIterator[job_pb2.LogChunk]:
+        request = pb.GetLogsRequest(
+            consumer_address=self.consumer, job_id=job_id, follow=follow, after_sequence=after_sequence
+        )
+        async for response in self.compute.GetLogs(request):
+            yield response.chunk
+
+    async def get_result(
+        self, job_id: str, name: str, kind: int = 0, offset: int = 0
+    ) -> AsyncIterator[pb.GetResultResponse]:
+        request = pb.GetResultRequest(
+            consumer_address=self.consumer, job_id=job_id, name=name, kind=kind, offset=offset  # type: ignore[arg-type]
+        )
+        async for response in self.compute.GetResult(request):
+            yield response
+
+    async def get_environments(self) -> list[job_pb2.ComputeEnvironment]:
+        response = await self.compute.GetEnvironments(pb.GetEnvironmentsRequest(), timeout=30)
+        return list(response.environments)
+
+    # --- AssetService ---------------------------------------------------------------------------
+
+    async def publish_asset(self, ddo: dict[str, Any]) -> str:
+        message = struct_pb2.Struct()
+        message.update(ddo)
+        response = await self.assets.PublishAsset(
+            pb.PublishAssetRequest(publisher_address=self.consumer, ddo=message), timeout=30
+        )
+        return response.did
+
+    async def get_asset(self, did: str) -> dict[str, Any]:
+        response = await self.assets.GetAsset(pb.GetAssetRequest(did=did), timeout=30)
+        return json_format.MessageToDict(response.ddo)
+
+    # --- downloads ------------------------------------------------------------------------------
+
+    async def download(
+        self,
+        job_id: str,
+        result: job_pb2.ResultFile,
+        destination: Path,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Download:
+        """Downloads one result, resuming a partial file (destination + ".part") where it stopped,
+        and verifies its sha256 before it takes its final name."""
+        partial = destination.with_name(destination.name + ".part")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        offset = partial.stat().st_size if partial.exists() else 0
+        if offset > result.size:
+            partial.unlink()
+            offset = 0
+        resumed_from = offset
+        with partial.open("ab") as sink:
+            try:
+                async for response in self.get_result(job_id, result.name, result.kind, offset):
+                    if response.offset != offset:
+                        raise ChecksumMismatch(f"{result.name}: the server sent offset {response.offset}, not {offset}")
+                    sink.write(response.data)
+                    offset += len(response.data)
+                    if on_progress:
+                        on_progress(offset, result.size)
+            finally:
+                sink.flush()
+                os.fsync(sink.fileno())
+        digest = hashlib.sha256()
+        with partial.open("rb") as reader:
+            for block in iter(lambda: reader.read(1024 * 1024), b""):
+                digest.update(block)
+        if digest.hexdigest() != result.sha256:
+            partial.unlink()
+            raise ChecksumMismatch(f"{result.name}: sha256 {digest.hexdigest()} is not the published {result.sha256}")
+        partial.replace(destination)
+        return Download(destination, offset, result.sha256, resumed_from)
+
+
+def status_name(status: int) -> str:
+    return job_status_pb2.JobStatus.Name(status).removeprefix("JOB_STATUS_") if status else "UNSPECIFIED"  # type: ignore[arg-type]
+
+
+def is_rpc_error(exc: BaseException) -> bool:
+    return isinstance(exc, grpc.aio.AioRpcError)
