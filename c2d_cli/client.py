@@ -84,10 +84,12 @@ class ProviderClient:
         )
 
     async def stop(self, job_id: str) -> job_pb2.Job:
-        response = await self.compute.Stop(pb.StopRequest(consumer_address=self.consumer, job_id=job_id), timeout=120)
+        response = await self.compute.Stop(
+            pb.StopRequest(consumer_address=self.consumer, job_id=job_id), timeout=120
+        )
         return response.job
 
-    async def list(
+    async def list_jobs(
         self, page_size: int = 0, page_token: str = "", statuses: list[int] | None = None
     ) -> pb.ListResponse:
         request = pb.ListRequest(
@@ -101,7 +103,7 @@ class ProviderClient:
     async def list_all(self, statuses: list[int] | None = None) -> AsyncIterator[job_pb2.Job]:
         token = ""
         while True:
-            page = await self.list(page_size=100, page_token=token, statuses=statuses)
+            page = await self.list_jobs(page_size=100, page_token=token, statuses=statuses)
             for job in page.jobs:
                 yield job
             token = page.next_page_token
@@ -109,11 +111,15 @@ class ProviderClient:
                 return
 
     async def watch(self, job_id: str, after_sequence: int = 0) -> AsyncIterator[pb.WatchResponse]:
-        request = pb.WatchRequest(consumer_address=self.consumer, job_id=job_id, after_sequence=after_sequence)
+        request = pb.WatchRequest(
+            consumer_address=self.consumer, job_id=job_id, after_sequence=after_sequence
+        )
         async for response in self.compute.Watch(request):
             yield response
 
-    async def get_logs(self, job_id: str, follow: bool = False, after_sequence: int = 0) -> AsyncIterator[job_pb2.LogChunk]:
+    async def get_logs(
+        self, job_id: str, follow: bool = False, after_sequence: int = 0
+    ) -> AsyncIterator[job_pb2.LogChunk]:
         request = pb.GetLogsRequest(
             consumer_address=self.consumer, job_id=job_id, follow=follow, after_sequence=after_sequence
         )
@@ -124,7 +130,11 @@ class ProviderClient:
         self, job_id: str, name: str, kind: int = 0, offset: int = 0
     ) -> AsyncIterator[pb.GetResultResponse]:
         request = pb.GetResultRequest(
-            consumer_address=self.consumer, job_id=job_id, name=name, kind=kind, offset=offset  # type: ignore[arg-type]
+            consumer_address=self.consumer,
+            job_id=job_id,
+            name=name,
+            kind=kind,  # type: ignore[arg-type]
+            offset=offset,
         )
         async for response in self.compute.GetResult(request):
             yield response
@@ -169,7 +179,9 @@ class ProviderClient:
             try:
                 async for response in self.get_result(job_id, result.name, result.kind, offset):
                     if response.offset != offset:
-                        raise ChecksumMismatch(f"{result.name}: the server sent offset {response.offset}, not {offset}")
+                        raise ChecksumMismatch(
+                            f"{result.name}: the server sent offset {response.offset}, not {offset}"
+                        )
                     sink.write(response.data)
                     offset += len(response.data)
                     if on_progress:
@@ -183,13 +195,15 @@ class ProviderClient:
                 digest.update(block)
         if digest.hexdigest() != result.sha256:
             partial.unlink()
-            raise ChecksumMismatch(f"{result.name}: sha256 {digest.hexdigest()} is not the published {result.sha256}")
+            raise ChecksumMismatch(
+                f"{result.name}: sha256 {digest.hexdigest()} is not the published {result.sha256}"
+            )
         partial.replace(destination)
         return Download(destination, offset, result.sha256, resumed_from)
 
 
 def status_name(status: int) -> str:
-    return job_status_pb2.JobStatus.Name(status).removeprefix("JOB_STATUS_") if status else "UNSPECIFIED"  # type: ignore[arg-type]
+    return job_status_pb2.JobStatus.Name(status).removeprefix("JOB_STATUS_") if status else "UNSPECIFIED"
 
 
 def is_rpc_error(exc: BaseException) -> bool:

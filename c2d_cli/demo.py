@@ -33,12 +33,16 @@ async def run_demo(state_dir: Path | None) -> int:
             envs = await client.get_environments()
             _out(f"environment: {envs[0].id} — {envs[0].description}")
             dataset = SAMPLES / "weather.csv"
-            did = await client.publish_asset(dataset_ddo("Weather stations, 60 days", [dataset.resolve().as_uri()]))
+            did = await client.publish_asset(
+                dataset_ddo("Weather stations, 60 days", [dataset.resolve().as_uri()])
+            )
             _out(f"published the sample dataset {dataset.name} as {did}")
             _out("  (the consumer never learns where the file lives; it stays on this machine)")
             algorithm = SAMPLES / "summarize.py"
             response = await client.start(
-                [did], raw_code=algorithm.read_bytes(), parameters={"group_by": "station"},
+                [did],
+                raw_code=algorithm.read_bytes(),
+                parameters={"group_by": "station"},
                 request_id="c2d-demo",
             )
             job_id = response.job_id
@@ -83,7 +87,10 @@ async def run_services(state_dir: Path, provider_port: int, operator_port: int, 
     suite = await start_local_suite(
         state_dir, ports={"provider": provider_port, "operator": operator_port, "engine": engine_port}
     )
-    _out(f"provider {suite.provider_address}  operator {suite.address('operator')}  engine {suite.address('engine')}")
+    _out(
+        f"provider {suite.provider_address}  operator {suite.address('operator')}  "
+        f"engine {suite.address('engine')}"
+    )
     _out(f"state and service logs in {state_dir.absolute()}; Ctrl-C stops everything")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -36,7 +36,9 @@ def _out(line: str = "") -> None:
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def dataset_ddo(name: str, urls: list[str], allow_raw: bool = True, trusted: list[str] | None = None) -> dict[str, Any]:
+def dataset_ddo(
+    name: str, urls: list[str], allow_raw: bool = True, trusted: list[str] | None = None
+) -> dict[str, Any]:
     files = []
     for url in urls:
         entry: dict[str, Any] = {"url": url}
@@ -135,7 +137,10 @@ async def start_job(client: ProviderClient, args: argparse.Namespace) -> str:
     entrypoint = shlex.split(args.entrypoint) if args.entrypoint else []
     if args.algorithm.startswith("did:"):
         response = await client.start(
-            dataset_dids, algorithm_did=args.algorithm, environment_id=args.env, parameters=params,
+            dataset_dids,
+            algorithm_did=args.algorithm,
+            environment_id=args.env,
+            parameters=params,
             request_id=args.request_id,
         )
     else:
@@ -145,8 +150,13 @@ async def start_job(client: ProviderClient, args: argparse.Namespace) -> str:
         else:
             code = Path(args.algorithm).read_bytes()
         response = await client.start(
-            dataset_dids, raw_code=code, entrypoint=entrypoint, runtime=args.runtime,
-            environment_id=args.env, parameters=params, request_id=args.request_id,
+            dataset_dids,
+            raw_code=code,
+            entrypoint=entrypoint,
+            runtime=args.runtime,
+            environment_id=args.env,
+            parameters=params,
+            request_id=args.request_id,
         )
     _out(f"job {response.job_id} started")
     return response.job_id
@@ -158,11 +168,13 @@ async def watch_job(client: ProviderClient, job_id: str, show_logs: bool = True)
     final: job_pb2.Job | None = None
     log_task = None
     if show_logs:
+
         async def print_logs() -> None:
             async for chunk in client.get_logs(job_id, follow=True):
                 if chunk.stream != job_pb2.LOG_STREAM_SYSTEM:
                     for line in chunk.data.decode(errors="replace").splitlines():
                         _out(f"         | {line}")
+
         log_task = asyncio.create_task(print_logs())
     async for response in client.watch(job_id):
         event = response.event
@@ -231,14 +243,21 @@ async def cmd_status(client: ProviderClient, args: argparse.Namespace) -> int:
     _out("history")
     for event in details.history:
         moment = event.time.ToDatetime().strftime("%H:%M:%S.%f")[:-3]
-        _out(f"  #{event.sequence:<3} {moment} {event.status:>2} {status_name(event.status):<24} {event.status_text}")
+        _out(
+            f"  #{event.sequence:<3} {moment} {event.status:>2} "
+            f"{status_name(event.status):<24} {event.status_text}"
+        )
     return 0
 
 
 async def cmd_list(client: ProviderClient, args: argparse.Namespace) -> int:
     statuses = []
     for status in args.status or []:
-        statuses.append(int(status) if status.isdigit() else job_status_pb2.JobStatus.Value("JOB_STATUS_" + status.upper()))
+        statuses.append(
+            int(status)
+            if status.isdigit()
+            else job_status_pb2.JobStatus.Value("JOB_STATUS_" + status.upper())
+        )
     count = 0
     async for job in client.list_all(statuses):
         created = job.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
@@ -284,11 +303,19 @@ async def cmd_envs(client: ProviderClient, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="c2d", description="Compute-to-Data: run algorithms where the data lives.")
-    parser.add_argument("--provider", default=os.environ.get("C2D_PROVIDER_ADDRESS", "127.0.0.1:50051"),
-                        help="the provider's host:port (env C2D_PROVIDER_ADDRESS)")
-    parser.add_argument("--address", default=os.environ.get("C2D_CONSUMER_ADDRESS", DEV_ADDRESS),
-                        help="your Ethereum address (env C2D_CONSUMER_ADDRESS)")
+    parser = argparse.ArgumentParser(
+        prog="c2d", description="Compute-to-Data: run algorithms where the data lives."
+    )
+    parser.add_argument(
+        "--provider",
+        default=os.environ.get("C2D_PROVIDER_ADDRESS", "127.0.0.1:50051"),
+        help="the provider's host:port (env C2D_PROVIDER_ADDRESS)",
+    )
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("C2D_CONSUMER_ADDRESS", DEV_ADDRESS),
+        help="your Ethereum address (env C2D_CONSUMER_ADDRESS)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="start the suite locally, run a sample job, print the result, stop")
@@ -305,15 +332,26 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--name", required=True)
     publish.add_argument("--type", choices=("dataset", "algorithm"), default="dataset")
     publish.add_argument("--no-raw", action="store_true", help="dataset: refuse raw algorithms")
-    publish.add_argument("--trust-algorithm", action="append", metavar="DID", help="dataset: trust this algorithm")
+    publish.add_argument(
+        "--trust-algorithm", action="append", metavar="DID", help="dataset: trust this algorithm"
+    )
     publish.add_argument("--entrypoint", default="python3 $ALGO", help="algorithm: its command line")
     publish.add_argument("--runtime", default="python3", help="algorithm: its runtime")
 
     start = sub.add_parser("start", help="start a job")
-    start.add_argument("--dataset", action="append", required=True, metavar="DID|FILE|URL",
-                       help="a dataset (repeat for several); a file or URL is published first")
-    start.add_argument("--algorithm", required=True, metavar="DID|FILE|URL",
-                       help="an algorithm asset's DID, or code from a file or URL (a raw algorithm)")
+    start.add_argument(
+        "--dataset",
+        action="append",
+        required=True,
+        metavar="DID|FILE|URL",
+        help="a dataset (repeat for several); a file or URL is published first",
+    )
+    start.add_argument(
+        "--algorithm",
+        required=True,
+        metavar="DID|FILE|URL",
+        help="an algorithm asset's DID, or code from a file or URL (a raw algorithm)",
+    )
     start.add_argument("--entrypoint", help='raw algorithm command line, default "python3 $ALGO"')
     start.add_argument("--runtime", default="", help="raw algorithm runtime, default python3")
     start.add_argument("--param", action="append", metavar="KEY=VALUE", help="an algorithm parameter")
@@ -322,15 +360,23 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--request-id", default="", help="makes a retried start return the same job")
     start.add_argument("--watch", action="store_true", help="follow the job until it ends")
 
-    for name, help_text in (("watch", "follow a job's progress live"), ("status", "a job's details and history"),
-                            ("stop", "stop a job"), ("logs", "print a job's logs"),
-                            ("results", "download a job's results, verifying checksums")):
+    for name, help_text in (
+        ("watch", "follow a job's progress live"),
+        ("status", "a job's details and history"),
+        ("stop", "stop a job"),
+        ("logs", "print a job's logs"),
+        ("results", "download a job's results, verifying checksums"),
+    ):
         command = sub.add_parser(name, help=help_text)
         command.add_argument("job_id")
         if name == "watch":
-            command.add_argument("--quiet", action="store_true", help="status changes only, no algorithm output")
+            command.add_argument(
+                "--quiet", action="store_true", help="status changes only, no algorithm output"
+            )
         if name == "logs":
-            command.add_argument("-f", "--follow", action="store_true", help="keep following until the job ends")
+            command.add_argument(
+                "-f", "--follow", action="store_true", help="keep following until the job ends"
+            )
         if name == "results":
             command.add_argument("-o", "--output", help="folder (default c2d-results/JOB_ID)")
 
@@ -343,8 +389,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {
-    "publish": cmd_publish, "start": cmd_start, "watch": cmd_watch, "status": cmd_status, "list": cmd_list,
-    "stop": cmd_stop, "logs": cmd_logs, "results": cmd_results, "envs": cmd_envs,
+    "publish": cmd_publish,
+    "start": cmd_start,
+    "watch": cmd_watch,
+    "status": cmd_status,
+    "list": cmd_list,
+    "stop": cmd_stop,
+    "logs": cmd_logs,
+    "results": cmd_results,
+    "envs": cmd_envs,
 }
 
 
@@ -356,7 +409,9 @@ async def run(args: argparse.Namespace) -> int:
     if args.command == "services":
         from c2d_cli.demo import run_services
 
-        return await run_services(Path(args.state_dir), args.provider_port, args.operator_port, args.engine_port)
+        return await run_services(
+            Path(args.state_dir), args.provider_port, args.operator_port, args.engine_port
+        )
     async with ProviderClient(args.provider, args.address) as client:
         return await COMMANDS[args.command](client, args)
 

@@ -47,7 +47,9 @@ async def wait_healthy(address: str, timeout: float = 30.0) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
-                response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2, wait_for_ready=True)
+                response = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=2, wait_for_ready=True
+                )
                 if response.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.aio.AioRpcError:
@@ -100,7 +102,11 @@ async def start_local_suite(
             suite,
             "engine",
             "engine_svc",
-            {**common, "C2D_ENGINE_LISTEN": f"127.0.0.1:{ports.get('engine', 0)}", "C2D_WORK_DIR": str(state_dir / "work")},
+            {
+                **common,
+                "C2D_ENGINE_LISTEN": f"127.0.0.1:{ports.get('engine', 0)}",
+                "C2D_WORK_DIR": str(state_dir / "work"),
+            },
             logs / "engine.log",
             timeout,
         )

@@ -59,7 +59,9 @@ async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, meth
         # A downstream service answered with a status: pass its code on, unless it is a bug there.
         code = exc.code()
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"a backing service is unavailable: {exc.details()}")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"a backing service is unavailable: {exc.details()}"
+            )
         await context.abort(code, exc.details() or code.name)
     log.exception("unhandled error in handler", method=method)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")

@@ -58,7 +58,9 @@ class EngineSettings:
         try:
             runtimes = json.loads(runtimes_raw) if runtimes_raw else {}
         except ValueError:
-            raise ConfigError('C2D_RUNTIMES must be a JSON object such as {"python3": "/usr/bin/python3"}') from None
+            raise ConfigError(
+                'C2D_RUNTIMES must be a JSON object such as {"python3": "/usr/bin/python3"}'
+            ) from None
         return cls(
             listen=env_str("C2D_ENGINE_LISTEN", cls.listen),
             work_dir=Path(env_str("C2D_WORK_DIR", str(cls.work_dir))).absolute(),

@@ -47,8 +47,12 @@ def provision(plan: dict[str, Any]) -> None:
         os.makedirs(folder, exist_ok=True)
         for index, location in enumerate(dataset["files"]):
             try:
-                fetch(location["url"], os.path.join(folder, str(index)), location.get("sha256", ""),
-                      int(location.get("size") or 0))
+                fetch(
+                    location["url"],
+                    os.path.join(folder, str(index)),
+                    location.get("sha256", ""),
+                    int(location.get("size") or 0),
+                )
             except FetchError as exc:
                 raise ProvisioningError("data", f"dataset {did} file {index}: {exc}") from exc
         with open(os.path.join(DDOS, did), "w") as handle:
@@ -65,8 +69,12 @@ def provision(plan: dict[str, Any]) -> None:
             handle.write(raw)
     for name, location in zip(names, algorithm["files"], strict=False):
         try:
-            fetch(location["url"], os.path.join(TRANSFORMATIONS, name), location.get("sha256", ""),
-                  int(location.get("size") or 0))
+            fetch(
+                location["url"],
+                os.path.join(TRANSFORMATIONS, name),
+                location.get("sha256", ""),
+                int(location.get("size") or 0),
+            )
         except FetchError as exc:
             raise ProvisioningError("algorithm", f"algorithm file {name}: {exc}") from exc
     if not os.path.exists(os.path.join(TRANSFORMATIONS, "algorithm")):

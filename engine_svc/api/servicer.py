@@ -53,7 +53,9 @@ class EngineServicer(service_pb2_grpc.EngineServiceServicer):
     def __init__(self, runner: JobRunner):
         self.runner = runner
 
-    async def RunJob(self, request: pb.RunJobRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RunJobResponse]:
+    async def RunJob(
+        self, request: pb.RunJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RunJobResponse]:
         job_id = check_job_id(request.job_id)
         owner = check_address(request.owner, "owner")
         run = self.runner.attach_or_start(job_id, owner, request.spec)
@@ -65,7 +67,9 @@ class EngineServicer(service_pb2_grpc.EngineServiceServicer):
             else:
                 yield pb.RunJobResponse(status=_status_to_proto(progress))
 
-    async def StopJob(self, request: pb.StopJobRequest, context: grpc.aio.ServicerContext) -> pb.StopJobResponse:
+    async def StopJob(
+        self, request: pb.StopJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StopJobResponse:
         was_running = await self.runner.stop(check_job_id(request.job_id))
         return pb.StopJobResponse(was_running=was_running)
 

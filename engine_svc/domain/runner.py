@@ -217,7 +217,9 @@ class JobRunner:
         )
 
     async def _stopped(self, run: JobRun, job: JobContext, phase: str) -> None:
-        await self._end(run, job, StatusChange(int(JobStatus.STOPPED), f"Stopped while {phase}"), results=False)
+        await self._end(
+            run, job, StatusChange(int(JobStatus.STOPPED), f"Stopped while {phase}"), results=False
+        )
 
     async def _end(self, run: JobRun, job: JobContext, change: StatusChange, results: bool = True) -> None:
         """Deletes everything of the job (its results too, unless it published them), then reports

@@ -200,7 +200,9 @@ class LocalBackend:
             failed_input = "algorithm" if str(exc).startswith("algorithm") else "data"
             return ConfigureOutcome(False, failed_input, str(exc))
         (root / "c2d" / "job.json").write_text(json.dumps(plan))
-        spec = self._podtools_spec(["-m", "podtools.configure", "/c2d/job.json", "/c2d/out/result.json"], network)
+        spec = self._podtools_spec(
+            ["-m", "podtools.configure", "/c2d/job.json", "/c2d/out/result.json"], network
+        )
         spec.rw_binds += [
             (self._data(job_id, "inputs"), "/data/inputs"),
             (self._data(job_id, "transformations"), "/data/transformations"),
@@ -217,7 +219,9 @@ class LocalBackend:
         if code == 0 and result and result.get("ok"):
             return ConfigureOutcome(True)
         if result:
-            return ConfigureOutcome(False, str(result.get("failed_input", "data")), str(result.get("reason", "")))
+            return ConfigureOutcome(
+                False, str(result.get("failed_input", "data")), str(result.get("reason", ""))
+            )
         return ConfigureOutcome(False, "data", f"the configuration sandbox exited with code {code}: {stderr}")
 
     def _configure_plan(self, job: JobContext) -> tuple[dict[str, Any], list[tuple[str, str]], bool]:
@@ -316,8 +320,12 @@ class LocalBackend:
         logs = Path(self._c2d(job_id, "algorithm-logs"))
         assert process.stdout is not None and process.stderr is not None
         pumps = [
-            asyncio.create_task(self._pump(process.stdout, logs / "stdout.log", job_pb2.LOG_STREAM_STDOUT, on_output)),
-            asyncio.create_task(self._pump(process.stderr, logs / "stderr.log", job_pb2.LOG_STREAM_STDERR, on_output)),
+            asyncio.create_task(
+                self._pump(process.stdout, logs / "stdout.log", job_pb2.LOG_STREAM_STDOUT, on_output)
+            ),
+            asyncio.create_task(
+                self._pump(process.stderr, logs / "stderr.log", job_pb2.LOG_STREAM_STDERR, on_output)
+            ),
         ]
         timed_out = False
         try:
@@ -333,7 +341,9 @@ class LocalBackend:
         code = process.returncode if process.returncode is not None else -1
         if code < 0:  # killed by a signal before bwrap could report it
             code = 128 - code
-        outputs_size = _tree_size(Path(self._data(job_id, "outputs"))) + _tree_size(Path(self._data(job_id, "logs")))
+        outputs_size = _tree_size(Path(self._data(job_id, "outputs"))) + _tree_size(
+            Path(self._data(job_id, "logs"))
+        )
         return AlgorithmOutcome(
             exit_code=code,
             timed_out=timed_out or code == 128 + SIGXCPU,
@@ -371,7 +381,9 @@ class LocalBackend:
         if code is None:
             return PublishOutcome(False, f"publishing took longer than {timeout:.0f} s")
         if code != 0 or not result or not result.get("ok"):
-            reason = (result or {}).get("reason") or f"the publishing sandbox exited with code {code}: {stderr}"
+            reason = (result or {}).get(
+                "reason"
+            ) or f"the publishing sandbox exited with code {code}: {stderr}"
             return PublishOutcome(False, str(reason))
         files = []
         for item in result.get("files", []):

@@ -21,7 +21,9 @@ class OperatorServicer(service_pb2_grpc.OperatorServiceServicer):
     def __init__(self, registry: JobRegistry):
         self.registry = registry
 
-    async def RegisterJob(self, request: pb.RegisterJobRequest, context: grpc.aio.ServicerContext) -> pb.RegisterJobResponse:
+    async def RegisterJob(
+        self, request: pb.RegisterJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterJobResponse:
         owner = check_address(request.owner, "owner")
         if len(request.request_id) > MAX_REQUEST_ID:
             raise InvalidArgument(f"request_id is longer than {MAX_REQUEST_ID} characters")
@@ -46,9 +48,11 @@ class OperatorServicer(service_pb2_grpc.OperatorServiceServicer):
         history = await self.registry.history(job_id)
         return pb.GetJobResponse(job=job_to_proto(record), history=[event_to_proto(e) for e in history])
 
-    async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+    async def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListJobsResponse:
         owner = check_address(request.owner, "owner") if request.owner else None
-        records, token = await self.registry.list(
+        records, token = await self.registry.list_jobs(
             owner=owner,
             statuses=list(request.statuses),
             page_size=request.page_size,
@@ -56,7 +60,9 @@ class OperatorServicer(service_pb2_grpc.OperatorServiceServicer):
         )
         return pb.ListJobsResponse(jobs=[job_to_proto(r) for r in records], next_page_token=token)
 
-    async def StopJob(self, request: pb.StopJobRequest, context: grpc.aio.ServicerContext) -> pb.StopJobResponse:
+    async def StopJob(
+        self, request: pb.StopJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StopJobResponse:
         record = await self.registry.stop(check_job_id(request.job_id))
         return pb.StopJobResponse(job=job_to_proto(record))
 

@@ -155,7 +155,8 @@ class JobRegistry:
                         job_id,
                         StatusUpdate(
                             int(JobStatus.SYSTEM_ERROR),
-                            f"the engine was unreachable for {self.settings.engine_retry_seconds:.0f} s: {exc}",
+                            f"the engine was unreachable for "
+                            f"{self.settings.engine_retry_seconds:.0f} s: {exc}",
                         ),
                     )
                     return
@@ -224,7 +225,7 @@ class JobRegistry:
     async def history(self, job_id: str) -> list[JobEventRow]:
         return await asyncio.to_thread(self.store.get_events, job_id, 0)
 
-    async def list(
+    async def list_jobs(
         self, *, owner: str | None, statuses: Sequence[int], page_size: int, page_token: str
     ) -> tuple[list[JobRecord], str]:
         if page_size < 0 or page_size > MAX_PAGE_SIZE:
@@ -281,7 +282,9 @@ class JobRegistry:
         with self.hub.subscribe(("job", job_id)) as subscription:
             record = await self.get(job_id)
             if after_sequence == 0:
-                events = (await asyncio.to_thread(self.store.get_events, job_id, record.job.sequence - 1))[-1:]
+                events = (await asyncio.to_thread(self.store.get_events, job_id, record.job.sequence - 1))[
+                    -1:
+                ]
             else:
                 events = await asyncio.to_thread(self.store.get_events, job_id, after_sequence)
             last = after_sequence

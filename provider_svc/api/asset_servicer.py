@@ -26,7 +26,9 @@ class AssetServicer(service_pb2_grpc.AssetServiceServicer):
         asset = self.assets.publish(publisher, ddo)
         return pb.PublishAssetResponse(did=asset.did)
 
-    async def GetAsset(self, request: pb.GetAssetRequest, context: grpc.aio.ServicerContext) -> pb.GetAssetResponse:
+    async def GetAsset(
+        self, request: pb.GetAssetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetAssetResponse:
         asset = self.assets.get(request.did)
         ddo = struct_pb2.Struct()
         ddo.update(asset.public_ddo())

@@ -48,7 +48,7 @@ class ComputeServicer(service_pb2_grpc.ComputeServiceServicer):
         return pb.StopResponse(job=job)
 
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:
-        jobs, token = await self.front_door.list(
+        jobs, token = await self.front_door.list_jobs(
             check_address(request.consumer_address),
             request.page_size,
             request.page_token,
@@ -56,7 +56,9 @@ class ComputeServicer(service_pb2_grpc.ComputeServiceServicer):
         )
         return pb.ListResponse(jobs=jobs, next_page_token=token)
 
-    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchResponse]:
+    async def Watch(
+        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchResponse]:
         consumer = check_address(request.consumer_address)
         async for event, job in self.front_door.watch(consumer, request.job_id, request.after_sequence):
             response = pb.WatchResponse(event=event)
@@ -75,9 +77,13 @@ class ComputeServicer(service_pb2_grpc.ComputeServiceServicer):
                 response.file.CopyFrom(file)
             yield response
 
-    async def GetLogs(self, request: pb.GetLogsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GetLogsResponse]:
+    async def GetLogs(
+        self, request: pb.GetLogsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GetLogsResponse]:
         consumer = check_address(request.consumer_address)
-        async for chunk in self.front_door.logs(consumer, request.job_id, request.follow, request.after_sequence):
+        async for chunk in self.front_door.logs(
+            consumer, request.job_id, request.follow, request.after_sequence
+        ):
             yield pb.GetLogsResponse(chunk=chunk)
 
     async def GetEnvironments(

@@ -20,6 +20,7 @@ from c2d_common.errors import InvalidArgument, NotFound
 
 MAX_DDO_BYTES = 256 * 1024
 MAX_FILES = 100
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 DID_PATTERN = re.compile(r"^did:op:[0-9a-f]{64}$")
 ASSET_TYPES = ("dataset", "algorithm")
 SERVICE_TYPES = ("access", "compute")
@@ -64,7 +65,8 @@ def validate_ddo(ddo: dict[str, Any], allowed_schemes: tuple[str, ...]) -> None:
     _require(isinstance(ddo, dict), "it must be a JSON object")
     _require(len(json.dumps(ddo)) <= MAX_DDO_BYTES, f"it is larger than {MAX_DDO_BYTES} bytes")
     metadata = ddo.get("metadata")
-    _require(isinstance(metadata, dict), "metadata is missing")
+    if not isinstance(metadata, dict):
+        raise InvalidArgument("invalid DDO: metadata is missing")
     name = metadata.get("name")
     _require(isinstance(name, str) and 0 < len(name) <= 512, "metadata.name must be 1 to 512 characters")
     _require(metadata.get("type") in ASSET_TYPES, f"metadata.type must be one of {', '.join(ASSET_TYPES)}")
@@ -72,26 +74,37 @@ def validate_ddo(ddo: dict[str, Any], allowed_schemes: tuple[str, ...]) -> None:
         container = (metadata.get("algorithm") or {}).get("container") or {}
         _require(isinstance(container, dict), "metadata.algorithm.container must be an object")
         entrypoint = container.get("entrypoint", "python3 $ALGO")
-        _require(isinstance(entrypoint, str) and 0 < len(entrypoint) <= 1024,
-                 "metadata.algorithm.container.entrypoint must be a command line")
+        _require(
+            isinstance(entrypoint, str) and 0 < len(entrypoint) <= 1024,
+            "metadata.algorithm.container.entrypoint must be a command line",
+        )
     services = ddo.get("services")
-    _require(isinstance(services, list) and 0 < len(services) <= 16, "services must list 1 to 16 services")
+    if not isinstance(services, list) or not 0 < len(services) <= 16:
+        raise InvalidArgument("invalid DDO: services must list 1 to 16 services")
     for index, service in enumerate(services):
         where = f"services[{index}]"
         _require(isinstance(service, dict), f"{where} must be an object")
-        _require(service.get("type") in SERVICE_TYPES, f"{where}.type must be one of {', '.join(SERVICE_TYPES)}")
+        _require(
+            service.get("type") in SERVICE_TYPES, f"{where}.type must be one of {', '.join(SERVICE_TYPES)}"
+        )
         files = service.get("files")
-        _require(isinstance(files, list) and 0 < len(files) <= MAX_FILES,
-                 f"{where}.files must list 1 to {MAX_FILES} files")
+        _require(
+            isinstance(files, list) and 0 < len(files) <= MAX_FILES,
+            f"{where}.files must list 1 to {MAX_FILES} files",
+        )
         for file_index, item in enumerate(files):
             at = f"{where}.files[{file_index}]"
             _require(isinstance(item, dict) and isinstance(item.get("url"), str), f"{at}.url is missing")
             scheme = urlparse(item["url"]).scheme
-            _require(scheme in allowed_schemes,
-                     f"{at}.url has scheme {scheme!r}; this provider accepts {', '.join(allowed_schemes)}")
+            _require(
+                scheme in allowed_schemes,
+                f"{at}.url has scheme {scheme!r}; this provider accepts {', '.join(allowed_schemes)}",
+            )
             checksum = item.get("checksum", "")
-            _require(isinstance(checksum, str) and (checksum == "" or re.fullmatch(r"[0-9a-f]{64}", checksum)),
-                     f"{at}.checksum must be a lowercase hex sha256")
+            _require(
+                isinstance(checksum, str) and (checksum == "" or bool(SHA256_PATTERN.fullmatch(checksum))),
+                f"{at}.checksum must be a lowercase hex sha256",
+            )
             size = item.get("contentLength", 0)
             _require(isinstance(size, int | float) and size >= 0, f"{at}.contentLength must be a byte count")
         compute = service.get("compute", {})

@@ -93,7 +93,9 @@ class ComputeFrontDoor:
                 raise FailedPrecondition(f"{dataset.did} is an algorithm, not a dataset")
             service = dataset.compute_service()
             if service is None:
-                raise FailedPrecondition(f"dataset {dataset.did} has no compute service: it cannot be computed on")
+                raise FailedPrecondition(
+                    f"dataset {dataset.did} has no compute service: it cannot be computed on"
+                )
             compute = service.get("compute") or {}
             if environment.network_allowed and not compute.get("allowNetworkAccess", False):
                 raise FailedPrecondition(
@@ -133,7 +135,8 @@ class ComputeFrontDoor:
             for dataset, service in zip(datasets, services, strict=True):
                 if not (service.get("compute") or {}).get("allowRawAlgorithm", False):
                     raise PermissionDenied(
-                        f"dataset {dataset.did} does not allow raw algorithms: use an algorithm asset it trusts"
+                        f"dataset {dataset.did} does not allow raw algorithms: "
+                        "use an algorithm asset it trusts"
                     )
             if not raw.code:
                 raise InvalidArgument("raw_algorithm.code is empty")
@@ -149,9 +152,14 @@ class ComputeFrontDoor:
             raise FailedPrecondition(f"{algorithm.did} is a dataset, not an algorithm")
         for dataset, service in zip(datasets, services, strict=True):
             compute = service.get("compute") or {}
-            trusted_dids = {str(t.get("did")) for t in compute.get("publisherTrustedAlgorithms", [])
-                            if isinstance(t, dict)}
-            trusted_publishers = {str(p).lower() for p in compute.get("publisherTrustedAlgorithmPublishers", [])}
+            trusted_dids = {
+                str(t.get("did"))
+                for t in compute.get("publisherTrustedAlgorithms", [])
+                if isinstance(t, dict)
+            }
+            trusted_publishers = {
+                str(p).lower() for p in compute.get("publisherTrustedAlgorithmPublishers", [])
+            }
             if algorithm.did not in trusted_dids and algorithm.publisher not in trusted_publishers:
                 raise PermissionDenied(f"dataset {dataset.did} does not trust algorithm {algorithm.did}")
         container = (algorithm.ddo["metadata"].get("algorithm") or {}).get("container") or {}
@@ -180,10 +188,10 @@ class ComputeFrontDoor:
         await self._owned(consumer, job_id)
         return _public_job(await self.operator.stop(job_id))
 
-    async def list(
+    async def list_jobs(
         self, consumer: str, page_size: int, page_token: str, statuses: list[int]
     ) -> tuple[list[job_pb2.Job], str]:
-        response = await self.operator.list(consumer, page_size, page_token, statuses)
+        response = await self.operator.list_jobs(consumer, page_size, page_token, statuses)
         return [_public_job(j) for j in response.jobs], response.next_page_token
 
     async def watch(
@@ -193,7 +201,9 @@ class ComputeFrontDoor:
         async for response in self.operator.watch(job_id, after_sequence):
             yield response.event, _public_job(response.job) if response.HasField("job") else None
 
-    async def logs(self, consumer: str, job_id: str, follow: bool, after_sequence: int) -> AsyncIterator[job_pb2.LogChunk]:
+    async def logs(
+        self, consumer: str, job_id: str, follow: bool, after_sequence: int
+    ) -> AsyncIterator[job_pb2.LogChunk]:
         await self._owned(consumer, job_id)
         async for chunk in self.operator.logs(job_id, follow, after_sequence):
             yield chunk

@@ -24,7 +24,7 @@ class OperatorClient:
     async def get(self, job_id: str) -> pb.GetJobResponse:
         return await self.stub.GetJob(pb.GetJobRequest(job_id=job_id), timeout=30)
 
-    async def list(
+    async def list_jobs(
         self, owner: str, page_size: int, page_token: str, statuses: list[int]
     ) -> pb.ListJobsResponse:
         return await self.stub.ListJobs(
@@ -37,7 +37,9 @@ class OperatorClient:
         return response.job
 
     async def watch(self, job_id: str, after_sequence: int) -> AsyncIterator[pb.WatchJobResponse]:
-        async for response in self.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_sequence=after_sequence)):
+        async for response in self.stub.WatchJob(
+            pb.WatchJobRequest(job_id=job_id, after_sequence=after_sequence)
+        ):
             yield response
 
     async def logs(self, job_id: str, follow: bool, after_sequence: int) -> AsyncIterator[job_pb2.LogChunk]:
