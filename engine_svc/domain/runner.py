@@ -36,6 +36,9 @@ class RunnerSettings:
     max_concurrent_jobs: int = 2
     configure_timeout_seconds: float = 600.0
     publish_timeout_seconds: float = 600.0
+    # Live log streamed per job; the whole log is always published with the results. Bounds what
+    # a chatty algorithm can make this engine and the operator hold.
+    live_log_limit_bytes: int = 8 * 1024 * 1024
 
 
 class UnknownEnvironment(Exception):
@@ -177,7 +180,16 @@ class JobRunner:
 
         self._status(run, JobStatus.RUNNING)
 
+        streamed = 0
+
         async def forward(stream: int, data: bytes) -> None:
+            nonlocal streamed
+            if streamed > self.settings.live_log_limit_bytes:
+                return
+            streamed += len(data)
+            if streamed > self.settings.live_log_limit_bytes:
+                self._system_log(run, "live log truncated; the whole log is published with the results")
+                return
             run.emit(LogOutput(stream, data))
 
         outcome = await self.backend.run_algorithm(job, forward)
