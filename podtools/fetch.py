@@ -45,14 +45,16 @@ def fetch(url: str, destination: str, expected_sha256: str = "", expected_size: 
         raise
     except (OSError, ValueError) as exc:
         _discard(destination + ".part")
-        raise FetchError(str(exc)) from exc
+        # Messages reach the consumer; the location is the publisher's secret.
+        raise FetchError(str(exc).replace(url, "<location>")) from exc
     if expected_size and size != expected_size:
         _discard(destination + ".part")
         raise FetchError(f"{size} bytes where {expected_size} were declared")
     actual = digest.hexdigest()
     if expected_sha256 and actual != expected_sha256.lower():
         _discard(destination + ".part")
-        raise FetchError(f"sha256 is {actual}, not the declared {expected_sha256}")
+        # The actual digest is not shown: it is a fingerprint of the publisher's private data.
+        raise FetchError("content does not match the declared sha256")
     shutil.move(destination + ".part", destination)
     return size, actual
 

@@ -42,22 +42,33 @@ def _copy(source: str, destination: str) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, kept by Python as surrogate escapes
+        return False
+    return True
+
+
 def _walk(root: str) -> list[tuple[str, str]]:
     """(relative name, absolute path) of every regular file under root, links skipped."""
     found: list[tuple[str, str]] = []
-    skipped: list[str] = []
+    skipped: list[tuple[str, str]] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
             mode = os.lstat(path).st_mode
             relative = os.path.relpath(path, root)
-            if stat.S_ISREG(mode):
-                found.append((relative, path))
+            if not stat.S_ISREG(mode):
+                skipped.append((relative, "not a regular file"))
+            elif not _is_utf8(relative):
+                skipped.append((relative, "its name is not UTF-8"))
             else:
-                skipped.append(relative)
-    for relative in skipped:
-        print(f"publish: not publishing {relative}: not a regular file", file=sys.stderr)
+                found.append((relative, path))
+    for relative, why in skipped:
+        shown = relative.encode("utf-8", "backslashreplace").decode()
+        print(f"publish: not publishing {shown}: {why}", file=sys.stderr)
     return found
 
 

@@ -11,7 +11,7 @@ from c2d.engine.v1 import request_response_pb2 as pb
 from c2d.engine.v1 import service_pb2_grpc
 from c2d_common.ids import check_address, check_job_id
 from engine_svc.domain.model import Environment, LogOutput, StatusChange
-from engine_svc.domain.runner import JobRunner
+from engine_svc.domain.runner import JobRunner, StopOutcome
 
 
 def environment_to_proto(env: Environment) -> job_pb2.ComputeEnvironment:
@@ -70,8 +70,10 @@ class EngineServicer(service_pb2_grpc.EngineServiceServicer):
     async def StopJob(
         self, request: pb.StopJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.StopJobResponse:
-        was_running = await self.runner.stop(check_job_id(request.job_id))
-        return pb.StopJobResponse(was_running=was_running)
+        outcome = await self.runner.stop(check_job_id(request.job_id))
+        return pb.StopJobResponse(
+            was_running=outcome is StopOutcome.STOPPED, already_ended=outcome is StopOutcome.ALREADY_ENDED
+        )
 
     async def GetEnvironments(
         self, request: pb.GetEnvironmentsRequest, context: grpc.aio.ServicerContext

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from enum import Enum
 
 import structlog
 
@@ -43,6 +44,14 @@ class RunnerSettings:
 
 class UnknownEnvironment(Exception):
     pass
+
+
+class StopOutcome(Enum):
+    STOPPED = "stopped"
+    # The job had ended before the stop arrived; its terminal status stands.
+    ALREADY_ENDED = "already ended"
+    # This engine never saw the job; it will refuse to start it.
+    NOT_SEEN = "not seen"
 
 
 class JobRunner:
@@ -90,21 +99,21 @@ class JobRunner:
         run.task = asyncio.create_task(self._run(run, context), name=f"job-{job_id}")
         return run
 
-    async def stop(self, job_id: str) -> bool:
+    async def stop(self, job_id: str) -> StopOutcome:
         run = self.runs.get(job_id)
         if run is None:
             self._stopped_unseen[job_id] = None
             while len(self._stopped_unseen) > 10_000:
                 self._stopped_unseen.popitem(last=False)
-            return False
+            return StopOutcome.NOT_SEEN
         if run.finished:
-            return False
+            return StopOutcome.ALREADY_ENDED
         run.stop_requested.set()
         await self.backend.kill(job_id)
         if run.task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(run.task)
-        return True
+        return StopOutcome.STOPPED
 
     async def shutdown(self) -> None:
         """Kills every job still running here and deletes its files, without ending it: the

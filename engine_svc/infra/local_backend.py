@@ -127,6 +127,10 @@ class LocalBackend:
             start_new_session=True,
         )
         self._processes[job_id] = process
+        if job_id in self._killed:
+            # A stop arrived while the process was being created, before it could be found.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
         return process
 
     async def kill(self, job_id: str) -> None:
@@ -231,6 +235,8 @@ class LocalBackend:
         network = False
 
         def locate(location: job_pb2.FileLocation, what: str) -> dict[str, Any]:
+            # Errors name the asset and the file's index, never its location: status texts and
+            # logs reach the consumer, and a dataset's location is the publisher's secret.
             nonlocal network
             parsed = urlparse(location.url)
             url = location.url
@@ -239,14 +245,14 @@ class LocalBackend:
                     raise ValueError(f"{what}: file:// inputs are disabled on this engine")
                 path = unquote(parsed.path)
                 if not os.path.isfile(path):
-                    raise ValueError(f"{what}: {location.url} is not a readable file")
+                    raise ValueError(f"{what} is not a readable file on this machine")
                 target = f"/c2d/src/{len(sources)}"
                 sources.append((path, target))
                 url = f"file://{target}"
             elif parsed.scheme in ("http", "https"):
                 network = True
             else:
-                raise ValueError(f"{what}: unsupported URL scheme {parsed.scheme!r}")
+                raise ValueError(f"{what} has an unsupported URL scheme {parsed.scheme!r}")
             return {"url": url, "sha256": location.sha256, "size": location.size}
 
         datasets = []
@@ -254,7 +260,10 @@ class LocalBackend:
             datasets.append(
                 {
                     "did": dataset.did,
-                    "files": [locate(f, f"dataset {dataset.did}") for f in dataset.files],
+                    "files": [
+                        locate(f, f"dataset {dataset.did} file {index}")
+                        for index, f in enumerate(dataset.files)
+                    ],
                     "ddo": json_format.MessageToDict(dataset.ddo),
                 }
             )
@@ -264,7 +273,7 @@ class LocalBackend:
             "datasets": datasets,
             "algorithm": {
                 "did": algorithm.did,
-                "files": [locate(f, "algorithm") for f in algorithm.files],
+                "files": [locate(f, f"algorithm file {index}") for index, f in enumerate(algorithm.files)],
                 "raw_code": base64.b64encode(algorithm.raw_code).decode(),
             },
             "algorithm_parameters": json_format.MessageToDict(job.spec.algorithm_parameters),
@@ -307,6 +316,7 @@ class LocalBackend:
                 "ALGO": "/data/transformations/algorithm",
             },
             chdir="/data",
+            tmp_bytes=max(1024 * 1024, min(env.disk_bytes, env.memory_bytes)),
             limits=Limits(
                 memory_bytes=env.memory_bytes,
                 cpu_seconds=max(1, int(env.max_duration_seconds * max(env.cpus, 1))),

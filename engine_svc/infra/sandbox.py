@@ -36,6 +36,8 @@ class SandboxSpec:
     env: dict[str, str] = field(default_factory=dict)
     chdir: str = "/"
     limits: Limits | None = None
+    # Size of the private /tmp (a tmpfs: it lives in memory, so it is always bounded).
+    tmp_bytes: int = 64 * 1024 * 1024
 
 
 def find_bwrap() -> str:
@@ -91,7 +93,18 @@ def build_command(spec: SandboxSpec, bwrap: str | None = None) -> list[str]:
     if spec.network:
         args += ["--share-net"]
     args += _system_binds()
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/data"]
+    args += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        str(spec.tmp_bytes),
+        "--tmpfs",
+        "/tmp",
+        "--dir",
+        "/data",
+    ]
     if spec.network:
         for path in _NETWORK_ETC:
             if os.path.exists(path):
@@ -102,5 +115,7 @@ def build_command(spec: SandboxSpec, bwrap: str | None = None) -> list[str]:
         args += ["--bind", source, target]
     for source, target in spec.ro_binds:
         args += ["--ro-bind", source, target]
-    args += ["--chdir", spec.chdir, "--", *spec.argv]
+    # The root (bwrap's own tmpfs, owned by the sandbox user) becomes read-only once everything is
+    # mounted: the only writable places are the sized /tmp and the rw binds.
+    args += ["--remount-ro", "/", "--chdir", spec.chdir, "--", *spec.argv]
     return args

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol
 
 from operator_svc.infra.job_store import NewResult
@@ -24,6 +25,15 @@ class LogPiece:
     data: bytes
 
 
+class StopAnswer(Enum):
+    # The engine stopped the job's run; STOPPED follows on its RunJob stream.
+    STOPPED = "stopped"
+    # The engine had already ended the job; its terminal status follows on the RunJob stream.
+    ALREADY_ENDED = "already ended"
+    # The engine has no run of the job (still queued here) and will refuse to start it.
+    NOT_RUNNING = "not running"
+
+
 class EngineUnavailable(Exception):
     """The engine could not be reached, or its stream broke; the run may be re-attached."""
 
@@ -31,6 +41,6 @@ class EngineUnavailable(Exception):
 class EngineGateway(Protocol):
     def run_job(self, job_id: str, owner: str, spec: bytes) -> AsyncIterator[StatusUpdate | LogPiece]: ...
 
-    async def stop_job(self, job_id: str) -> bool: ...
+    async def stop_job(self, job_id: str) -> StopAnswer: ...
 
     async def environments(self) -> list[Any]: ...

@@ -23,7 +23,7 @@ from c2d_common.ids import new_job_id
 from c2d_common.status import DEFAULT_STATUS_TEXT, JobStatus
 from c2d_common.timestamps import utcnow
 from operator_svc.domain.hub import EventHub
-from operator_svc.domain.model import EngineGateway, EngineUnavailable, LogPiece, StatusUpdate
+from operator_svc.domain.model import EngineGateway, EngineUnavailable, LogPiece, StatusUpdate, StopAnswer
 from operator_svc.infra.job_store import JobRecord, JobStore
 from operator_svc.infra.tables import JobEventRow, LogRow
 
@@ -252,10 +252,10 @@ class JobRegistry:
         if JobStatus(record.job.status).is_terminal:
             return record
         try:
-            was_running = await self.engine.stop_job(job_id)
+            answer = await self.engine.stop_job(job_id)
         except EngineUnavailable:
-            was_running = False
-        if not was_running:
+            answer = StopAnswer.NOT_RUNNING
+        if answer is StopAnswer.NOT_RUNNING:
             # The engine has no run for it (still queued, or the engine lost it): the engine now
             # refuses to start it, so ending it here is final.
             driver = self._drivers.get(job_id)
@@ -265,7 +265,8 @@ class JobRegistry:
                     await driver
             await self.record_status(job_id, StatusUpdate(int(JobStatus.STOPPED), "Stopped by its owner"))
             return await self.get(job_id)
-        # The engine reports STOPPED on the job's stream once every process and file is gone.
+        # The engine reports the end on the job's stream: STOPPED once every process and file is
+        # gone, or the status the job had already ended with.
         return await self._wait_terminal(job_id)
 
     async def _wait_terminal(self, job_id: str) -> JobRecord:
@@ -281,12 +282,14 @@ class JobRegistry:
             raise InvalidArgument("after_sequence must not be negative")
         with self.hub.subscribe(("job", job_id)) as subscription:
             record = await self.get(job_id)
-            if after_sequence == 0:
-                events = (await asyncio.to_thread(self.store.get_events, job_id, record.job.sequence - 1))[
-                    -1:
-                ]
-            else:
-                events = await asyncio.to_thread(self.store.get_events, job_id, after_sequence)
+            # Only events up to the job as read: each message must pair an event with the job as
+            # of that event. Later ones come through the subscription, taken out before the read.
+            since = record.job.sequence - 1 if after_sequence == 0 else after_sequence
+            events = [
+                e
+                for e in await asyncio.to_thread(self.store.get_events, job_id, since)
+                if e.sequence <= record.job.sequence
+            ]
             last = after_sequence
             for index, event in enumerate(events):
                 terminal = JobStatus(event.status).is_terminal

@@ -10,7 +10,7 @@ from c2d.common.v1 import job_pb2
 from c2d.engine.v1 import request_response_pb2 as engine_pb2
 from c2d.engine.v1 import service_pb2_grpc as engine_grpc
 from c2d_common.server import insecure_channel
-from operator_svc.domain.model import EngineUnavailable, LogPiece, StatusUpdate
+from operator_svc.domain.model import EngineUnavailable, LogPiece, StatusUpdate, StopAnswer
 from operator_svc.infra.job_store import NewResult
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
@@ -45,14 +45,16 @@ class GrpcEngineGateway:
                 raise EngineUnavailable(f"{exc.code().name}: {exc.details()}") from exc
             raise
 
-    async def stop_job(self, job_id: str) -> bool:
+    async def stop_job(self, job_id: str) -> StopAnswer:
         try:
             response = await self.stub.StopJob(engine_pb2.StopJobRequest(job_id=job_id), timeout=60)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _RETRYABLE:
                 raise EngineUnavailable(f"{exc.code().name}: {exc.details()}") from exc
             raise
-        return response.was_running
+        if response.was_running:
+            return StopAnswer.STOPPED
+        return StopAnswer.ALREADY_ENDED if response.already_ended else StopAnswer.NOT_RUNNING
 
     async def environments(self) -> list[job_pb2.ComputeEnvironment]:
         try:

@@ -47,10 +47,12 @@ class StopJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class StopJobResponse(_message.Message):
-    __slots__ = ("was_running",)
+    __slots__ = ("was_running", "already_ended")
     WAS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_ENDED_FIELD_NUMBER: _ClassVar[int]
     was_running: bool
-    def __init__(self, was_running: _Optional[bool] = ...) -> None: ...
+    already_ended: bool
+    def __init__(self, was_running: _Optional[bool] = ..., already_ended: _Optional[bool] = ...) -> None: ...
 
 class GetEnvironmentsRequest(_message.Message):
     __slots__ = ()
