@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import tempfile
@@ -23,7 +24,8 @@ async def run_demo(state_dir: Path | None) -> int:
     _out("== Compute-to-Data demo ==")
     _out(f"state: {root}")
     _out("starting engine, operator and provider (separate processes, gRPC on loopback)…")
-    suite = await start_local_suite(root)
+    data_roots = os.pathsep.join([str(SAMPLES.resolve()), str(Path.cwd())])
+    suite = await start_local_suite(root, extra_env={"C2D_FILE_URL_ROOTS": data_roots})
     try:
         _out(
             f"  engine {suite.address('engine')}  operator {suite.address('operator')}  "

@@ -94,7 +94,12 @@ async def start_local_suite(
     state_dir.mkdir(parents=True, exist_ok=True)
     suite = LocalSuite(state_dir)
     ports = ports or {}
-    common = {"C2D_RESULTS_DIR": str(state_dir / "results"), **(extra_env or {})}
+    common = {
+        "C2D_RESULTS_DIR": str(state_dir / "results"),
+        # The suite's own state is never an input, whatever folders data may come from.
+        "C2D_FILE_URL_DENY": str(state_dir),
+        **(extra_env or {}),
+    }
     logs = state_dir / "logs"
     logs.mkdir(exist_ok=True)
     try:

@@ -52,6 +52,35 @@ class Unavailable(DomainError):
 _PASS_THROUGH = (grpc.aio.AbortError, grpc.aio.UsageError)
 
 
+class _Undecodable:
+    """What a request that does not parse becomes, so that its handler can answer INVALID_ARGUMENT
+    (gRPC itself answers UNKNOWN when a deserializer raises)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, or RecursionError on absurd nesting
+            return _Undecodable(exc)
+
+    return deserialize
+
+
+async def _reject_undecodable(request: Any, context: grpc.aio.ServicerContext) -> None:
+    if isinstance(request, _Undecodable):
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the request is not a valid message of this method: {request.error}",
+        )
+
+
 async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
     if isinstance(exc, DomainError):
         await context.abort(exc.code, str(exc))
@@ -81,6 +110,7 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
             inner_uu = handler.unary_unary
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await _reject_undecodable(request, context)
                 try:
                     return await inner_uu(request, context)
                 except _PASS_THROUGH:
@@ -90,13 +120,14 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             inner_us = handler.unary_stream
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                await _reject_undecodable(request, context)
                 try:
                     async for item in inner_us(request, context):
                         yield item
@@ -107,7 +138,7 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler

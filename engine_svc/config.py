@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from c2d_common.env import ConfigError, env_bool, env_int, env_str
+from c2d_common.file_urls import FileUrlPolicy
 from engine_svc.domain.model import Environment
 
 GiB = 1024**3
@@ -49,7 +50,15 @@ class EngineSettings:
     allow_file_urls: bool = True
     environments: tuple[Environment, ...] = DEFAULT_ENVIRONMENTS
     runtimes: dict[str, str] = field(default_factory=dict)
+    # As the provider's: where file:// inputs may lie, and what they may never name.
+    file_url_roots: tuple[Path, ...] = field(default_factory=lambda: (Path.cwd(),))
+    file_url_denied: tuple[Path, ...] = ()
     port_file: str | None = None
+
+    def file_policy(self) -> FileUrlPolicy:
+        return FileUrlPolicy(
+            roots=self.file_url_roots, denied=(self.work_dir, self.results_dir, *self.file_url_denied)
+        )
 
     @classmethod
     def from_env(cls) -> EngineSettings:
@@ -71,5 +80,11 @@ class EngineSettings:
             allow_file_urls=env_bool("C2D_ALLOW_FILE_URLS", cls.allow_file_urls),
             environments=parse_environments(raw_envs) if raw_envs else DEFAULT_ENVIRONMENTS,
             runtimes=runtimes,
+            file_url_roots=_paths("C2D_FILE_URL_ROOTS") or (Path.cwd(),),
+            file_url_denied=_paths("C2D_FILE_URL_DENY"),
             port_file=env_str("C2D_PORT_FILE", "") or None,
         )
+
+
+def _paths(variable: str) -> tuple[Path, ...]:
+    return tuple(Path(p).absolute() for p in env_str(variable, "").split(os.pathsep) if p)

@@ -24,7 +24,7 @@ from podtools.resultfile import write_result
 INPUTS = "/data/inputs"
 TRANSFORMATIONS = "/data/transformations"
 DDOS = "/data/ddos"
-_SAFE_DID = re.compile(r"^did:[a-z0-9]+:[A-Za-z0-9._-]{1,128}$")
+_SAFE_DID = re.compile(r"did:[a-z0-9]+:[A-Za-z0-9._-]{1,128}")
 
 
 class ProvisioningError(Exception):
@@ -35,7 +35,7 @@ class ProvisioningError(Exception):
 
 def _safe_did(did: str) -> str:
     # A DID becomes a folder name: it must never contain a separator or "..".
-    if not _SAFE_DID.match(did) or ".." in did:
+    if not _SAFE_DID.fullmatch(did) or ".." in did:
         raise ProvisioningError("data", f"DID {did!r} cannot be used as a folder name")
     return did
 

@@ -58,6 +58,9 @@ async def running_suite(
         listen="127.0.0.1:0",
         work_dir=root / "work",
         results_dir=root / "results",
+        # Tests publish files from their own temporary folders, beside or inside the suite's root.
+        file_url_roots=(root.parent,),
+        file_url_denied=(root / "operator.db",),
     )
     engine, runner = build_engine(engine_settings)
     engine_port = await engine.start()
@@ -76,6 +79,8 @@ async def running_suite(
             operator_address=f"127.0.0.1:{operator_port}",
             assets_dir=root / "assets",
             results_dir=root / "results",
+            file_url_roots=(root.parent,),
+            file_url_denied=(root / "operator.db",),
         )
     )
     await provider.start()

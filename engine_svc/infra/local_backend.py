@@ -29,6 +29,7 @@ import structlog
 from google.protobuf import json_format
 
 from c2d.common.v1 import job_pb2
+from c2d_common.file_urls import FileUrlPolicy, FileUrlRefused
 from engine_svc.domain.model import (
     AlgorithmOutcome,
     ConfigureOutcome,
@@ -52,6 +53,7 @@ class LocalBackendSettings:
     work_dir: Path
     results_dir: Path
     allow_file_urls: bool = True
+    file_policy: FileUrlPolicy | None = None
     # Runtime name -> interpreter on this machine, e.g. {"python3": "/usr/bin/python3"}.
     runtimes: dict[str, str] | None = None
     podtools_python: str = sys.executable
@@ -243,7 +245,13 @@ class LocalBackend:
             if parsed.scheme == "file":
                 if not self.settings.allow_file_urls:
                     raise ValueError(f"{what}: file:// inputs are disabled on this engine")
-                path = unquote(parsed.path)
+                if self.settings.file_policy is not None:
+                    try:
+                        path = str(self.settings.file_policy.check(location.url))
+                    except FileUrlRefused as exc:
+                        raise ValueError(f"{what}: {exc}") from None
+                else:
+                    path = unquote(parsed.path)
                 if not os.path.isfile(path):
                     raise ValueError(f"{what} is not a readable file on this machine")
                 target = f"/c2d/src/{len(sources)}"

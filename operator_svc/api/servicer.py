@@ -9,12 +9,10 @@ import grpc
 from c2d.operator.v1 import request_response_pb2 as pb
 from c2d.operator.v1 import service_pb2_grpc
 from c2d_common.errors import InvalidArgument, Unavailable
-from c2d_common.ids import check_address, check_job_id
+from c2d_common.ids import check_address, check_job_id, check_request_id
 from operator_svc.api.convert import event_to_proto, job_to_proto, log_to_proto
 from operator_svc.domain.model import EngineUnavailable
 from operator_svc.domain.registry import JobRegistry
-
-MAX_REQUEST_ID = 128
 
 
 class OperatorServicer(service_pb2_grpc.OperatorServiceServicer):
@@ -25,8 +23,7 @@ class OperatorServicer(service_pb2_grpc.OperatorServiceServicer):
         self, request: pb.RegisterJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterJobResponse:
         owner = check_address(request.owner, "owner")
-        if len(request.request_id) > MAX_REQUEST_ID:
-            raise InvalidArgument(f"request_id is longer than {MAX_REQUEST_ID} characters")
+        check_request_id(request.request_id)
         spec = request.spec
         if not spec.datasets:
             raise InvalidArgument("spec.datasets is empty: a job needs at least one dataset")

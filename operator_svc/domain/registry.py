@@ -141,7 +141,11 @@ class JobRegistry:
                         await self._record_log(job_id, update.stream, update.data)
                     else:
                         record = await self.record_status(job_id, update)
-                        if record is None or JobStatus(update.status).is_terminal:
+                        if (
+                            record is None
+                            or JobStatus(update.status).is_terminal
+                            or JobStatus(record.job.status).is_terminal
+                        ):
                             return
                 raise EngineUnavailable("the engine closed the job's stream before it ended")
             except EngineUnavailable as exc:
@@ -168,7 +172,12 @@ class JobRegistry:
             except Exception as exc:  # a bug: never leave the job hanging because of it
                 log.exception("job driver failed")
                 await self.record_status(
-                    job_id, StatusUpdate(int(JobStatus.SYSTEM_ERROR), f"operator error: {exc}")
+                    job_id,
+                    StatusUpdate(
+                        int(JobStatus.SYSTEM_ERROR),
+                        f"the operator failed while following the job ({type(exc).__name__}); "
+                        "its log has the details",
+                    ),
                 )
                 return
 
@@ -194,6 +203,8 @@ class JobRegistry:
         if stored is None:
             return None
         event, record = stored
+        if event is None:
+            return record
         terminal = JobStatus(event.status).is_terminal
         log.info("job status", job_id=job_id, status=JobStatus(event.status).name, text=text)
         self.hub.publish(("job", job_id), WatchItem(event, record if terminal else None))

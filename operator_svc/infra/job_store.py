@@ -165,13 +165,19 @@ class JobStore:
         out_of_memory: bool,
         results: Sequence[NewResult],
         now: datetime,
-    ) -> tuple[JobEventRow, JobRecord] | None:
-        """Records a status change. Answers None when the job has already ended: a terminal status
-        is final, whatever arrives late."""
+    ) -> tuple[JobEventRow | None, JobRecord] | None:
+        """Records a status change; answers None for an unknown job. No event is recorded (the
+        answer's event is None) when the job has already ended, since a terminal status is final
+        whatever arrives late, or when nothing changes: an engine that is re-attached to repeats
+        the job's current status."""
         with self._session() as session:
             job = session.exec(select(JobRow).where(JobRow.job_id == job_id).with_for_update()).first()
-            if job is None or job.status in TERMINAL_STATUSES:
+            if job is None:
                 return None
+            if job.status in TERMINAL_STATUSES or (
+                job.status == status and job.status_text == status_text and not results
+            ):
+                return None, JobRecord(job, self._results(session, job_id))
             job.sequence += 1
             job.status = status
             job.status_text = status_text

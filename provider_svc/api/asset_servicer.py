@@ -22,7 +22,10 @@ class AssetServicer(service_pb2_grpc.AssetServiceServicer):
         publisher = check_address(request.publisher_address, "publisher_address")
         if not request.HasField("ddo"):
             raise InvalidArgument("ddo is required")
-        ddo = json_format.MessageToDict(request.ddo)
+        try:
+            ddo = json_format.MessageToDict(request.ddo)
+        except ValueError:
+            raise InvalidArgument("invalid DDO: it holds NaN or Infinity, which JSON cannot carry") from None
         asset = self.assets.publish(publisher, ddo)
         return pb.PublishAssetResponse(did=asset.did)
 

@@ -6,27 +6,25 @@ already has its owner, and every read or control of a job checks it.
 
 from __future__ import annotations
 
-import shlex
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 from c2d.common.v1 import job_pb2
 from c2d_common.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange, PermissionDenied
-from c2d_common.ids import check_job_id
-from provider_svc.domain.assets import Asset, AssetStore, check_did
+from c2d_common.ids import check_job_id, check_request_id
+from provider_svc.domain.assets import Asset, AssetStore, check_did, check_runtime, parse_entrypoint
 from provider_svc.infra.operator_client import OperatorClient
 from provider_svc.infra.result_store import LocalResultStore
 
 MAX_DATASETS = 20
 MAX_RAW_CODE_BYTES = 1024 * 1024
 MAX_PARAMETERS_BYTES = 64 * 1024
-MAX_REQUEST_ID = 128
 MAX_ENTRYPOINT_ARGS = 64
 MAX_ARG_CHARS = 4096
-RUNTIME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-:/")
 
 
 @dataclass(frozen=True)
@@ -72,8 +70,7 @@ class ComputeFrontDoor:
     # --- start ----------------------------------------------------------------------------------
 
     async def start(self, request: StartJob) -> job_pb2.Job:
-        if len(request.request_id) > MAX_REQUEST_ID:
-            raise InvalidArgument(f"request_id is longer than {MAX_REQUEST_ID} characters")
+        check_request_id(request.request_id)
         if not request.dataset_dids or not request.dataset_dids[0]:
             raise InvalidArgument("dataset_did is required")
         if len(request.dataset_dids) > MAX_DATASETS:
@@ -84,6 +81,13 @@ class ComputeFrontDoor:
             check_did(did, "dataset did")
         if request.parameters.ByteSize() > MAX_PARAMETERS_BYTES:
             raise InvalidArgument(f"algorithm_parameters is larger than {MAX_PARAMETERS_BYTES} bytes")
+        try:
+            # The algorithm reads them as JSON, which has no NaN or Infinity.
+            json.dumps(json_format.MessageToDict(request.parameters), allow_nan=False)
+        except ValueError:
+            raise InvalidArgument(
+                "algorithm_parameters holds NaN or Infinity, which JSON cannot carry"
+            ) from None
         environment = await self._environment(request.environment_id)
 
         datasets = [self.assets.get(did) for did in request.dataset_dids]
@@ -105,6 +109,12 @@ class ComputeFrontDoor:
             services.append(service)
 
         algorithm = await self._algorithm(request, datasets, services)
+        runtime = algorithm.runtime or "python3"
+        if environment.runtimes and runtime not in environment.runtimes:
+            raise FailedPrecondition(
+                f"environment {environment.id} has no runtime {runtime!r}; "
+                f"it offers {', '.join(environment.runtimes)}"
+            )
         spec = job_pb2.JobSpec(
             datasets=[
                 job_pb2.DatasetInput(did=d.did, files=_files(d, s), ddo=_struct(d.public_ddo()))
@@ -143,7 +153,7 @@ class ComputeFrontDoor:
             if len(raw.code) > MAX_RAW_CODE_BYTES:
                 raise InvalidArgument(f"raw_algorithm.code is larger than {MAX_RAW_CODE_BYTES} bytes")
             entrypoint = _check_entrypoint(raw.entrypoint)
-            runtime = _check_runtime(raw.runtime or "python3")
+            runtime = check_runtime(raw.runtime or "python3", "raw_algorithm.runtime")
             return job_pb2.AlgorithmInput(raw_code=raw.code, entrypoint=entrypoint, runtime=runtime)
         if not request.algorithm_did:
             raise InvalidArgument("an algorithm is required: algorithm_did or raw_algorithm")
@@ -167,8 +177,8 @@ class ComputeFrontDoor:
         return job_pb2.AlgorithmInput(
             did=algorithm.did,
             files=_files(algorithm, algorithm_service),
-            entrypoint=shlex.split(container.get("entrypoint", "python3 $ALGO")),
-            runtime=container.get("runtime", "python3"),
+            entrypoint=parse_entrypoint(container.get("entrypoint", "python3 $ALGO")),
+            runtime=check_runtime(container.get("runtime", "python3"), "the algorithm's runtime"),
         )
 
     # --- a job's owner only -----------------------------------------------------------------------
@@ -240,12 +250,6 @@ def _check_entrypoint(entrypoint: list[str]) -> list[str]:
     if any(len(a) > MAX_ARG_CHARS or "\0" in a for a in entrypoint):
         raise InvalidArgument("raw_algorithm.entrypoint has an argument that is too long or holds a NUL")
     return list(entrypoint)
-
-
-def _check_runtime(runtime: str) -> str:
-    if len(runtime) > 128 or not set(runtime) <= RUNTIME_CHARS:
-        raise InvalidArgument(f"raw_algorithm.runtime {runtime[:100]!r} is not a runtime name")
-    return runtime
 
 
 def _struct(value: dict[str, Any]) -> struct_pb2.Struct:

@@ -1,0 +1,248 @@
+"""validate_ddo: what a publisher may register, and the field named when it may not."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from c2d_common.errors import InvalidArgument
+from provider_svc.domain.assets import MAX_DDO_BYTES, MAX_FILES, validate_ddo
+
+SCHEMES = ("http", "https", "s3", "ipfs", "file")
+SHA = "a" * 64
+
+
+def dataset(**service: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "weather", "type": "dataset"},
+        "services": [{"type": "compute", "files": [{"url": "https://example.org/data.csv"}], **service}],
+    }
+
+
+def algorithm(container: Any = None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": "mean", "type": "algorithm"}
+    if container is not None:
+        metadata["algorithm"] = {"container": container}
+    return {"metadata": metadata, "services": [{"type": "access", "files": [{"url": "s3://bucket/algo.py"}]}]}
+
+
+def edited(base: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    ddo = copy.deepcopy(base)
+    change(ddo)
+    return ddo
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    """A change that sets a dotted path ('services.0.files.0.url') to value."""
+
+    def change(ddo: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = ddo
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return change
+
+
+def _delete(path: str) -> Callable[[dict[str, Any]], None]:
+    def change(ddo: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = ddo
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        del node[last]
+
+    return change
+
+
+ACCEPTED = {
+    "minimal-dataset": dataset(),
+    "dataset-with-compute-policy": dataset(
+        compute={
+            "allowRawAlgorithm": True,
+            "allowNetworkAccess": False,
+            "publisherTrustedAlgorithms": [{"did": "did:op:" + "1" * 64}],
+            "publisherTrustedAlgorithmPublishers": ["0x" + "9b" * 20],
+        }
+    ),
+    "checksum-and-size": edited(dataset(), _set("services.0.files.0", {"url": "ipfs://Qm", "checksum": SHA})),
+    "size-as-struct-float": edited(dataset(), _set("services.0.files.0.contentLength", 1234.0)),
+    "size-as-int": edited(dataset(), _set("services.0.files.0.contentLength", 0)),
+    "file-url": edited(dataset(), _set("services.0.files.0.url", "file:///srv/data.csv")),
+    "http-url": edited(dataset(), _set("services.0.files.0.url", "http://example.org/x")),
+    "access-and-compute": edited(
+        dataset(), lambda d: d["services"].append({"type": "access", "files": [{"url": "https://x/y"}]})
+    ),
+    "sixteen-services": edited(dataset(), lambda d: d.__setitem__("services", d["services"] * 16)),
+    "max-files": edited(dataset(), _set("services.0.files", [{"url": "https://x/y"}] * MAX_FILES)),
+    "name-512-chars": edited(dataset(), _set("metadata.name", "n" * 512)),
+    "algorithm-without-container": algorithm(),
+    "algorithm-with-container": algorithm({"entrypoint": "python3 $ALGO", "runtime": "python3"}),
+    "algorithm-empty-container": algorithm({}),
+    "compute-empty-object": dataset(compute={}),
+    "extra-fields-kept": edited(dataset(), _set("metadata.description", "rain in Spain")),
+}
+
+
+@pytest.mark.parametrize("ddo", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_valid_ddos_are_accepted(ddo: dict[str, Any]) -> None:
+    validate_ddo(ddo, SCHEMES)
+
+
+# (ddo, text the message must contain: the field at fault)
+REJECTED: dict[str, tuple[Any, str]] = {
+    "not-an-object": (["metadata"], "JSON object"),
+    "empty-object": ({}, "metadata"),
+    "metadata-string": (edited(dataset(), _set("metadata", "x")), "metadata"),
+    "name-missing": (edited(dataset(), _delete("metadata.name")), "metadata.name"),
+    "name-empty": (edited(dataset(), _set("metadata.name", "")), "metadata.name"),
+    "name-513-chars": (edited(dataset(), _set("metadata.name", "n" * 513)), "metadata.name"),
+    "name-number": (edited(dataset(), _set("metadata.name", 5)), "metadata.name"),
+    "type-missing": (edited(dataset(), _delete("metadata.type")), "metadata.type"),
+    "type-unknown": (edited(dataset(), _set("metadata.type", "model")), "metadata.type"),
+    "container-string": (algorithm("python3"), "metadata.algorithm.container"),
+    "entrypoint-empty": (algorithm({"entrypoint": ""}), "metadata.algorithm.container.entrypoint"),
+    "entrypoint-list": (algorithm({"entrypoint": ["python3", "$ALGO"]}), "entrypoint"),
+    "entrypoint-too-long": (algorithm({"entrypoint": "x" * 1025}), "entrypoint"),
+    "services-missing": (edited(dataset(), _delete("services")), "services"),
+    "services-empty": (edited(dataset(), _set("services", [])), "services"),
+    "services-object": (edited(dataset(), _set("services", {"type": "compute"})), "services"),
+    "seventeen-services": (
+        edited(dataset(), lambda d: d.__setitem__("services", d["services"] * 17)),
+        "services",
+    ),
+    "service-string": (edited(dataset(), _set("services.0", "compute")), "services[0]"),
+    "service-type-unknown": (edited(dataset(), _set("services.0.type", "download")), "services[0].type"),
+    "second-service-bad": (
+        edited(dataset(), lambda d: d["services"].append({"type": "access"})),
+        "services[1].files",
+    ),
+    "files-missing": (edited(dataset(), _delete("services.0.files")), "services[0].files"),
+    "files-empty": (edited(dataset(), _set("services.0.files", [])), "services[0].files"),
+    "too-many-files": (
+        edited(dataset(), _set("services.0.files", [{"url": "https://x/y"}] * (MAX_FILES + 1))),
+        "services[0].files",
+    ),
+    "file-string": (edited(dataset(), _set("services.0.files.0", "https://x/y")), "services[0].files[0].url"),
+    "url-missing": (edited(dataset(), _set("services.0.files.0", {})), "services[0].files[0].url"),
+    "url-number": (edited(dataset(), _set("services.0.files.0.url", 5)), "services[0].files[0].url"),
+    "url-empty": (edited(dataset(), _set("services.0.files.0.url", "")), "services[0].files[0].url"),
+    "url-ftp": (edited(dataset(), _set("services.0.files.0.url", "ftp://x/y")), "scheme 'ftp'"),
+    "url-javascript": (edited(dataset(), _set("services.0.files.0.url", "javascript:alert(1)")), "url"),
+    "url-relative-path": (edited(dataset(), _set("services.0.files.0.url", "../../etc/passwd")), "url"),
+    "second-file-bad": (
+        edited(dataset(), lambda d: d["services"][0]["files"].append({"url": "gopher://x"})),
+        "services[0].files[1].url",
+    ),
+    "checksum-uppercase": (
+        edited(dataset(), _set("services.0.files.0.checksum", SHA.upper())),
+        "services[0].files[0].checksum",
+    ),
+    "checksum-short": (edited(dataset(), _set("services.0.files.0.checksum", "abc")), "checksum"),
+    "checksum-number": (edited(dataset(), _set("services.0.files.0.checksum", 5)), "checksum"),
+    "checksum-with-algorithm-prefix": (
+        edited(dataset(), _set("services.0.files.0.checksum", "sha256:" + SHA)),
+        "checksum",
+    ),
+    "size-negative": (
+        edited(dataset(), _set("services.0.files.0.contentLength", -1)),
+        "services[0].files[0].contentLength",
+    ),
+    "size-string": (edited(dataset(), _set("services.0.files.0.contentLength", "12")), "contentLength"),
+    "size-nan": (edited(dataset(), _set("services.0.files.0.contentLength", float("nan"))), "contentLength"),
+    "compute-string": (dataset(compute="yes"), "services[0].compute"),
+    "compute-null": (dataset(compute=None), "services[0].compute"),
+    "trusted-algorithms-string": (
+        dataset(compute={"publisherTrustedAlgorithms": "did:op:x"}),
+        "services[0].compute.publisherTrustedAlgorithms",
+    ),
+    "trusted-publishers-object": (
+        dataset(compute={"publisherTrustedAlgorithmPublishers": {}}),
+        "services[0].compute.publisherTrustedAlgorithmPublishers",
+    ),
+    "too-large": (edited(dataset(), _set("metadata.description", "x" * MAX_DDO_BYTES)), "larger than"),
+}
+
+
+@pytest.mark.parametrize(("ddo", "field"), REJECTED.values(), ids=REJECTED.keys())
+def test_invalid_ddos_are_rejected_naming_the_field(ddo: Any, field: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        validate_ddo(ddo, SCHEMES)
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert str(caught.value).startswith("invalid DDO: ")
+    assert field in str(caught.value)
+
+
+def test_file_urls_are_rejected_when_the_provider_does_not_allow_them() -> None:
+    ddo = edited(dataset(), _set("services.0.files.0.url", "file:///etc/passwd"))
+    with pytest.raises(InvalidArgument, match=r"services\[0\]\.files\[0\]\.url has scheme 'file'"):
+        validate_ddo(ddo, ("http", "https", "s3", "ipfs"))
+
+
+def test_validation_does_not_change_the_ddo() -> None:
+    ddo = dataset(compute={"allowRawAlgorithm": True})
+    before = copy.deepcopy(ddo)
+    validate_ddo(ddo, SCHEMES)
+    assert ddo == before
+
+
+# Inputs that validate_ddo lets through or crashes on, so that PublishAsset or a later Start answers
+# INTERNAL. Each should be an InvalidArgument naming the field.
+BUGS: dict[str, tuple[Any, str]] = {
+    "algorithm-section-string": (
+        {**algorithm(), "metadata": {"name": "a", "type": "algorithm", "algorithm": "x"}},
+        "BUG: provider_svc/domain/assets.py:74 calls .get() on metadata.algorithm without checking it is "
+        "an object: AttributeError, PublishAsset answers INTERNAL",
+    ),
+    "algorithm-section-list": (
+        {**algorithm(), "metadata": {"name": "a", "type": "algorithm", "algorithm": ["x"]}},
+        "BUG: provider_svc/domain/assets.py:74 calls .get() on metadata.algorithm without checking it is "
+        "an object: AttributeError, PublishAsset answers INTERNAL",
+    ),
+    "url-bad-ipv6-host": (
+        edited(dataset(), _set("services.0.files.0.url", "http://[")),
+        "BUG: provider_svc/domain/assets.py:98 urlparse raises ValueError('Invalid IPv6 URL'), which is not "
+        "caught: PublishAsset answers INTERNAL",
+    ),
+    "entrypoint-unbalanced-quote": (
+        algorithm({"entrypoint": 'python3 "$ALGO'}),
+        "BUG: validate_ddo accepts an entrypoint that shlex.split cannot split; Start with the algorithm "
+        "then fails in provider_svc/domain/compute.py:170 with ValueError -> INTERNAL",
+    ),
+    "runtime-number": (
+        algorithm({"runtime": 3}),
+        "BUG: validate_ddo does not check metadata.algorithm.container.runtime; a non-string makes "
+        "AlgorithmInput(runtime=...) raise TypeError in Start -> INTERNAL",
+    ),
+    "runtime-bad-characters": (
+        algorithm({"runtime": "python3; rm -rf /"}),
+        "BUG: an asset's runtime is not checked against the runtime alphabet that raw algorithms must "
+        "follow (compute.py _check_runtime)",
+    ),
+    "size-beyond-int64": (
+        edited(dataset(), _set("services.0.files.0.contentLength", 1e300)),
+        "BUG: contentLength is only checked to be >= 0; 1e300 does not fit FileLocation.size (int64) and "
+        "Start fails in provider_svc/domain/compute.py:52 with ValueError -> INTERNAL",
+    ),
+    "size-boolean": (
+        edited(dataset(), _set("services.0.files.0.contentLength", True)),
+        "BUG: isinstance(True, int) holds, so a boolean contentLength is taken as a byte count",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "ddo",
+    [pytest.param(ddo, id=name) for name, (ddo, _bug_that_was) in BUGS.items()],
+)
+def test_ddos_that_slip_through_or_crash_are_rejected(ddo: Any) -> None:
+    with pytest.raises(InvalidArgument):
+        validate_ddo(ddo, SCHEMES)
