@@ -16,7 +16,6 @@ import json
 import os
 import re
 import sys
-from typing import Any
 
 from podtools.fetch import FetchError, fetch
 from podtools.resultfile import write_result
@@ -40,7 +39,7 @@ def _safe_did(did: str) -> str:
     return did
 
 
-def provision(plan: dict[str, Any]) -> None:
+def provision(plan: dict) -> None:  # a JSON object (bare dict: no typing import, see __init__)
     for dataset in plan["datasets"]:
         did = _safe_did(dataset["did"])
         folder = os.path.join(INPUTS, did)

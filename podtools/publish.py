@@ -14,7 +14,6 @@ import hashlib
 import os
 import stat
 import sys
-from typing import Any
 
 from podtools.resultfile import write_result
 
@@ -72,8 +71,8 @@ def _walk(root: str) -> list[tuple[str, str]]:
     return found
 
 
-def publish() -> list[dict[str, Any]]:
-    files: list[dict[str, Any]] = []
+def publish() -> list[dict[str, object]]:
+    files: list[dict[str, object]] = []
 
     def store(kind: str, name: str, source: str, folder: str) -> None:
         path = f"{folder}/{name}"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 
-def write_result(path: str, **fields: Any) -> None:
+def write_result(path: str, **fields: object) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as handle:
         json.dump(fields, handle)

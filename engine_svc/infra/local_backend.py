@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import compileall
 import contextlib
 import json
 import os
 import shutil
 import signal
 import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,19 @@ def _interpreter_paths(executable: str) -> list[str]:
     return paths
 
 
+def _site_packages(python: str) -> list[str]:
+    if python != sys.executable:
+        return []
+    return list(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
+
+
+def precompile_podtools() -> None:
+    """Writes podtools' bytecode once, so that no sandbox compiles it (they run with -B and a
+    read-only view of the code). Best effort: without it, podtools still run."""
+    with contextlib.suppress(OSError):
+        compileall.compile_dir(str(PODTOOLS_DIR), quiet=1)
+
+
 class ProcessFailedToStart(Exception):
     pass
 
@@ -97,6 +112,7 @@ class LocalBackend:
         self.runtimes = settings.runtimes or default_runtimes()
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)
         self.settings.results_dir.mkdir(parents=True, exist_ok=True)
+        precompile_podtools()
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         self._killed: set[str] = set()
 
@@ -107,6 +123,13 @@ class LocalBackend:
 
     def results(self, job_id: str) -> Path:
         return self.settings.results_dir / job_id
+
+    def create_workspace(self, job_id: str) -> None:
+        root = self.workspace(job_id)
+        for name in ("inputs", "transformations", "ddos", "outputs", "logs"):
+            (root / "data" / name).mkdir(parents=True, exist_ok=True)
+        for name in ("out", "algorithm-logs"):
+            (root / "c2d" / name).mkdir(parents=True, exist_ok=True)
 
     def _data(self, job_id: str, name: str) -> str:
         return str(self.workspace(job_id) / "data" / name)
@@ -170,10 +193,12 @@ class LocalBackend:
             result_path.unlink(missing_ok=True)
         return code, result, stderr.decode(errors="replace")[-2000:]
 
-    def _podtools_spec(self, argv: list[str], network: bool) -> SandboxSpec:
+    def podtools_sandbox(self, argv: list[str], network: bool) -> SandboxSpec:
         python = self.settings.podtools_python
         return SandboxSpec(
-            argv=[python, "-s", "-B", *argv],
+            # -S: no site processing (the venv's .pth files cost ~15 ms a start); the packages
+            # podtools may use are on PYTHONPATH instead.
+            argv=[python, "-S", "-B", *argv],
             network=network,
             host_ro_paths=_interpreter_paths(python),
             ro_binds=[(str(PODTOOLS_DIR), "/opt/c2d/podtools")],
@@ -181,7 +206,7 @@ class LocalBackend:
                 "PATH": "/usr/local/bin:/usr/bin:/bin",
                 "HOME": "/tmp",
                 "LANG": "C.UTF-8",
-                "PYTHONPATH": "/opt/c2d",
+                "PYTHONPATH": os.pathsep.join(["/opt/c2d", *_site_packages(python)]),
                 "PYTHONDONTWRITEBYTECODE": "1",
             },
             limits=Limits(
@@ -196,17 +221,14 @@ class LocalBackend:
     async def configure(self, job: JobContext, timeout: float) -> ConfigureOutcome:
         job_id = job.job_id
         root = self.workspace(job_id)
-        for name in ("inputs", "transformations", "ddos", "outputs", "logs"):
-            (root / "data" / name).mkdir(parents=True, exist_ok=True)
-        for name in ("out", "algorithm-logs"):
-            (root / "c2d" / name).mkdir(parents=True, exist_ok=True)
+        self.create_workspace(job_id)
         try:
             plan, sources, network = self._configure_plan(job)
         except ValueError as exc:
             failed_input = "algorithm" if str(exc).startswith("algorithm") else "data"
             return ConfigureOutcome(False, failed_input, str(exc))
         (root / "c2d" / "job.json").write_text(json.dumps(plan))
-        spec = self._podtools_spec(
+        spec = self.podtools_sandbox(
             ["-m", "podtools.configure", "/c2d/job.json", "/c2d/out/result.json"], network
         )
         spec.rw_binds += [
@@ -288,20 +310,20 @@ class LocalBackend:
         }
         return plan, sources, network
 
-    async def run_algorithm(self, job: JobContext, on_output: OutputSink) -> AlgorithmOutcome:
+    def algorithm_sandbox(self, job: JobContext) -> SandboxSpec | None:
+        """The algorithm phase's sandbox (None when this engine lacks the algorithm's runtime)."""
         job_id = job.job_id
         env = job.environment
         algorithm = job.spec.algorithm
         runtime = algorithm.runtime or "python3"
         interpreter = self.runtimes.get(runtime)
-        entrypoint = list(algorithm.entrypoint) or [runtime, "$ALGO"]
         if interpreter is None:
-            await on_output(job_pb2.LOG_STREAM_SYSTEM, f"[c2d] unknown runtime {runtime!r}\n".encode())
-            return AlgorithmOutcome(exit_code=127)
+            return None
+        entrypoint = list(algorithm.entrypoint) or [runtime, "$ALGO"]
         argv = [a.replace("$ALGO", "/data/transformations/algorithm") for a in entrypoint]
         if argv[0] == runtime:
             argv[0] = interpreter
-        spec = SandboxSpec(
+        return SandboxSpec(
             argv=argv,
             network=env.network_allowed,
             host_ro_paths=_interpreter_paths(interpreter),
@@ -331,6 +353,17 @@ class LocalBackend:
                 file_size_bytes=env.disk_bytes,
             ),
         )
+
+    async def run_algorithm(self, job: JobContext, on_output: OutputSink) -> AlgorithmOutcome:
+        job_id = job.job_id
+        env = job.environment
+        spec = self.algorithm_sandbox(job)
+        if spec is None:
+            runtime = job.spec.algorithm.runtime or "python3"
+            await on_output(
+                job_pb2.LOG_STREAM_SYSTEM, f"[c2d] this engine has no runtime {runtime!r}\n".encode()
+            )
+            return AlgorithmOutcome(exit_code=127)
         try:
             process = await self._start(job_id, spec, capture=True)
         except ProcessFailedToStart:
@@ -385,7 +418,7 @@ class LocalBackend:
         if target.exists():  # a previous, interrupted run of the same job
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        spec = self._podtools_spec(["-m", "podtools.publish", "/c2d/out/result.json"], network=False)
+        spec = self.podtools_sandbox(["-m", "podtools.publish", "/c2d/out/result.json"], network=False)
         spec.rw_binds += [(str(target), "/results"), (self._c2d(job_id, "out"), "/c2d/out")]
         spec.ro_binds += [
             (self._data(job_id, "outputs"), "/data/outputs"),

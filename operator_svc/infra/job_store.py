@@ -201,7 +201,9 @@ class JobStore:
             for result in results:
                 session.add(ResultRow(job_id=job_id, **result.__dict__))
             session.commit()
-            return event, JobRecord(job, self._results(session, job_id))
+            # Results only matter (and only exist) once the job has ended.
+            terminal = status in TERMINAL_STATUSES
+            return event, JobRecord(job, self._results(session, job_id) if terminal else [])
 
     def append_log(
         self, job_id: str, *, stream: int, data: bytes, now: datetime, limit_bytes: int
