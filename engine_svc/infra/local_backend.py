@@ -40,6 +40,7 @@ from engine_svc.domain.model import (
     PublishedFile,
     PublishOutcome,
 )
+from engine_svc.infra.cgroups import CgroupManager, SandboxGroup, join_command
 from engine_svc.infra.sandbox import Limits, SandboxSpec, build_command, find_bwrap
 
 log = structlog.get_logger(__name__)
@@ -59,8 +60,11 @@ class LocalBackendSettings:
     # Runtime name -> interpreter on this machine, e.g. {"python3": "/usr/bin/python3"}.
     runtimes: dict[str, str] | None = None
     podtools_python: str = sys.executable
-    # Memory and file-size limits for podtools' own sandboxes.
+    # Memory and process limits for podtools' own sandboxes.
     podtools_memory_bytes: int = 2 * 1024**3
+    podtools_max_processes: int = 64
+    # Put each sandbox in a cgroup of its own when the machine lets us (see cgroups.py).
+    use_cgroups: bool = True
 
 
 def default_runtimes() -> dict[str, str]:
@@ -114,7 +118,16 @@ class LocalBackend:
         self.settings.results_dir.mkdir(parents=True, exist_ok=True)
         precompile_podtools()
         self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self._groups: dict[str, SandboxGroup] = {}
         self._killed: set[str] = set()
+        self.cgroups = CgroupManager.detect() if settings.use_cgroups else None
+        if self.cgroups is None:
+            log.warning(
+                "no writable cgroups: sandboxes get rlimits only (no process limit, memory as "
+                "address space, no out-of-memory flag)"
+            )
+        else:
+            log.info("sandboxes get a cgroup each", cgroup_version=self.cgroups.version)
 
     # --- paths ----------------------------------------------------------------------------------
 
@@ -139,10 +152,32 @@ class LocalBackend:
 
     # --- processes ------------------------------------------------------------------------------
 
-    async def _start(self, job_id: str, spec: SandboxSpec, capture: bool) -> asyncio.subprocess.Process:
+    def _group(
+        self, job_id: str, phase: str, *, max_processes: int, memory_bytes: int
+    ) -> SandboxGroup | None:
+        if self.cgroups is None:
+            return None
+        group = self.cgroups.create(
+            f"{job_id}-{phase}", max_processes=max_processes, memory_bytes=memory_bytes
+        )
+        self._groups[job_id] = group
+        return group
+
+    async def _release_group(self, job_id: str) -> SandboxGroup | None:
+        group = self._groups.pop(job_id, None)
+        if group is not None:
+            group.kill_all()
+            await asyncio.to_thread(group.remove)
+        return group
+
+    async def _start(
+        self, job_id: str, spec: SandboxSpec, capture: bool, group: SandboxGroup | None = None
+    ) -> asyncio.subprocess.Process:
         if job_id in self._killed:
             raise ProcessFailedToStart("the job was stopped")
         command = build_command(spec, self.bwrap)
+        if group is not None:
+            command = join_command(group, command)
         process = await asyncio.create_subprocess_exec(
             *command,
             stdin=asyncio.subprocess.DEVNULL,
@@ -164,14 +199,32 @@ class LocalBackend:
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
+        group = self._groups.get(job_id)
+        if group is not None:
+            group.kill_all()  # whatever left the process group: the cgroup still holds it
+        if process is not None:
             with contextlib.suppress(Exception):
                 await process.wait()
 
     async def _run_podtool(
-        self, job_id: str, spec: SandboxSpec, timeout: float
+        self, job_id: str, phase: str, spec: SandboxSpec, timeout: float
     ) -> tuple[int | None, dict[str, Any] | None, str]:
         """Runs a podtool; answers (exit code or None on timeout, its result file, its stderr tail)."""
-        process = await self._start(job_id, spec, capture=False)
+        group = self._group(
+            job_id,
+            phase,
+            max_processes=self.settings.podtools_max_processes,
+            memory_bytes=self.settings.podtools_memory_bytes,
+        )
+        try:
+            return await self._run_podtool_in(job_id, spec, timeout, group)
+        finally:
+            await self._release_group(job_id)
+
+    async def _run_podtool_in(
+        self, job_id: str, spec: SandboxSpec, timeout: float, group: SandboxGroup | None
+    ) -> tuple[int | None, dict[str, Any] | None, str]:
+        process = await self._start(job_id, spec, capture=False, group=group)
         assert process.stderr is not None
         try:
             stderr = await asyncio.wait_for(process.stderr.read(), timeout)
@@ -210,7 +263,7 @@ class LocalBackend:
                 "PYTHONDONTWRITEBYTECODE": "1",
             },
             limits=Limits(
-                memory_bytes=self.settings.podtools_memory_bytes,
+                memory_bytes=None if self.cgroups else self.settings.podtools_memory_bytes,
                 cpu_seconds=3600,
                 file_size_bytes=1 << 40,
             ),
@@ -239,7 +292,7 @@ class LocalBackend:
         ]
         spec.ro_binds += [(self._c2d(job_id, "job.json"), "/c2d/job.json"), *sources]
         try:
-            code, result, stderr = await self._run_podtool(job_id, spec, timeout)
+            code, result, stderr = await self._run_podtool(job_id, "configure", spec, timeout)
         except ProcessFailedToStart as exc:
             return ConfigureOutcome(False, "data", str(exc))
         if code is None:
@@ -348,7 +401,7 @@ class LocalBackend:
             chdir="/data",
             tmp_bytes=max(1024 * 1024, min(env.disk_bytes, env.memory_bytes)),
             limits=Limits(
-                memory_bytes=env.memory_bytes,
+                memory_bytes=None if self.cgroups else env.memory_bytes,
                 cpu_seconds=max(1, int(env.max_duration_seconds * max(env.cpus, 1))),
                 file_size_bytes=env.disk_bytes,
             ),
@@ -364,8 +417,21 @@ class LocalBackend:
                 job_pb2.LOG_STREAM_SYSTEM, f"[c2d] this engine has no runtime {runtime!r}\n".encode()
             )
             return AlgorithmOutcome(exit_code=127)
+        group = self._group(
+            job_id, "algorithm", max_processes=env.max_processes, memory_bytes=env.memory_bytes
+        )
         try:
-            process = await self._start(job_id, spec, capture=True)
+            return await self._run_algorithm_in(job, spec, group, on_output)
+        finally:
+            await self._release_group(job_id)
+
+    async def _run_algorithm_in(
+        self, job: JobContext, spec: SandboxSpec, group: SandboxGroup | None, on_output: OutputSink
+    ) -> AlgorithmOutcome:
+        job_id = job.job_id
+        env = job.environment
+        try:
+            process = await self._start(job_id, spec, capture=True, group=group)
         except ProcessFailedToStart:
             return AlgorithmOutcome(exit_code=137)
         logs = Path(self._c2d(job_id, "algorithm-logs"))
@@ -397,6 +463,7 @@ class LocalBackend:
         )
         return AlgorithmOutcome(
             exit_code=code,
+            out_of_memory=group is not None and group.oom_kills() > 0,
             timed_out=timed_out or code == 128 + SIGXCPU,
             disk_quota_exceeded=code == 128 + SIGXFSZ or outputs_size > env.disk_bytes,
         )
@@ -426,7 +493,7 @@ class LocalBackend:
             (self._c2d(job_id, "algorithm-logs"), "/c2d/algorithm-logs"),
         ]
         try:
-            code, result, stderr = await self._run_podtool(job_id, spec, timeout)
+            code, result, stderr = await self._run_podtool(job_id, "publish", spec, timeout)
         except ProcessFailedToStart as exc:
             return PublishOutcome(False, str(exc))
         if code is None:

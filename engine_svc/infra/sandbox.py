@@ -19,7 +19,9 @@ SANDBOX_GID = 65534
 
 @dataclass(frozen=True)
 class Limits:
-    memory_bytes: int
+    # Address space (RLIMIT_AS); None where a cgroup limits memory instead (an RLIMIT_AS hit is a
+    # MemoryError, which the engine cannot tell from any other failure; a cgroup OOM kill it can).
+    memory_bytes: int | None
     cpu_seconds: int
     file_size_bytes: int
     open_files: int = 1024
@@ -67,9 +69,10 @@ def build_command(spec: SandboxSpec, bwrap: str | None = None) -> list[str]:
     args: list[str] = []
     if spec.limits is not None:
         lim = spec.limits
+        args += ["prlimit"]
+        if lim.memory_bytes is not None:
+            args += [f"--as={lim.memory_bytes}"]
         args += [
-            "prlimit",
-            f"--as={lim.memory_bytes}",
             f"--cpu={lim.cpu_seconds}",
             f"--fsize={lim.file_size_bytes}",
             f"--nofile={lim.open_files}",
