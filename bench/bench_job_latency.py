@@ -402,7 +402,7 @@ def algorithm_sandbox(state: Path) -> SandboxSpec:
 
 def podtools_sandbox(state: Path) -> SandboxSpec:
     """A podtools sandbox as the engine starts it (its own python), running nothing."""
-    return _backend(state).podtools_sandbox(["-c", "pass"], network=False)
+    return _backend(state).podtools_sandbox(["-c", "pass"], network="none")
 
 
 async def time_command(argv: list[str], env: dict[str, str], expected_stdout: bytes | None) -> float:

@@ -4,12 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v bwrap >/dev/null 2>&1 || ! command -v prlimit >/dev/null 2>&1; then
-  echo "setup: installing bubblewrap (the sandbox) and util-linux (prlimit)"
+if ! command -v bwrap >/dev/null 2>&1 || ! command -v prlimit >/dev/null 2>&1 \
+   || ! command -v slirp4netns >/dev/null 2>&1; then
+  echo "setup: installing bubblewrap (the sandbox), slirp4netns (its network) and util-linux (prlimit)"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq bubblewrap util-linux >/dev/null
+  $SUDO apt-get install -y -qq bubblewrap slirp4netns util-linux >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import compileall
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -105,6 +106,25 @@ def precompile_podtools() -> None:
         compileall.compile_dir(str(PODTOOLS_DIR), quiet=1)
 
 
+def _read_child_pid(fd: int) -> int:
+    """bwrap's --info-fd: a JSON object with the sandbox's "child-pid"."""
+    data = b""
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+        try:
+            return int(json.loads(data)["child-pid"])
+        except ValueError:
+            continue
+    return int(json.loads(data)["child-pid"])
+
+
+class NetworkSetupFailed(Exception):
+    pass
+
+
 class ProcessFailedToStart(Exception):
     pass
 
@@ -119,6 +139,8 @@ class LocalBackend:
         precompile_podtools()
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         self._groups: dict[str, SandboxGroup] = {}
+        self._network_helpers: dict[str, asyncio.subprocess.Process] = {}
+        self.slirp4netns = shutil.which("slirp4netns")
         self._killed: set[str] = set()
         self.cgroups = CgroupManager.detect() if settings.use_cgroups else None
         if self.cgroups is None:
@@ -175,6 +197,18 @@ class LocalBackend:
     ) -> asyncio.subprocess.Process:
         if job_id in self._killed:
             raise ProcessFailedToStart("the job was stopped")
+        if spec.network == "isolated":
+            return await self._start_with_own_network(job_id, spec, capture, group)
+        return await self._spawn(job_id, spec, capture, group)
+
+    async def _spawn(
+        self,
+        job_id: str,
+        spec: SandboxSpec,
+        capture: bool,
+        group: SandboxGroup | None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> asyncio.subprocess.Process:
         command = build_command(spec, self.bwrap)
         if group is not None:
             command = join_command(group, command)
@@ -185,6 +219,7 @@ class LocalBackend:
             stderr=asyncio.subprocess.PIPE,
             env=spec.env,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
         self._processes[job_id] = process
         if job_id in self._killed:
@@ -192,6 +227,76 @@ class LocalBackend:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
         return process
+
+    async def _start_with_own_network(
+        self, job_id: str, spec: SandboxSpec, capture: bool, group: SandboxGroup | None
+    ) -> asyncio.subprocess.Process:
+        """Starts the sandbox blocked, connects its network namespace to the outside with
+        slirp4netns (the host's loopback out of reach), then lets it run. Fails closed: a sandbox
+        whose network cannot be set up never runs its command."""
+        if self.slirp4netns is None:
+            raise NetworkSetupFailed(
+                "this environment allows network, which needs slirp4netns on the engine's machine "
+                "(apt-get install slirp4netns)"
+            )
+        assert spec.resolv_conf is not None
+        Path(spec.resolv_conf).write_text("nameserver 10.0.2.3\n")  # slirp4netns' DNS forwarder
+        info_r, info_w = os.pipe()
+        block_r, block_w = os.pipe()
+        spec = dataclasses.replace(spec, info_fd=info_w, block_fd=block_r)
+        try:
+            process = await self._spawn(job_id, spec, capture, group, pass_fds=(info_w, block_r))
+        finally:
+            os.close(info_w)
+            os.close(block_r)
+        try:
+            pid = await asyncio.wait_for(asyncio.to_thread(_read_child_pid, info_r), 10)
+            ready_r, ready_w = os.pipe()
+            try:
+                helper = await asyncio.create_subprocess_exec(
+                    self.slirp4netns,
+                    "--configure",
+                    "--mtu=65520",
+                    "--disable-host-loopback",
+                    f"--ready-fd={ready_w}",
+                    "--netns-type=path",
+                    f"/proc/{pid}/ns/net",
+                    "tap0",
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                    pass_fds=(ready_w,),
+                    start_new_session=True,
+                )
+            finally:
+                os.close(ready_w)
+            self._network_helpers[job_id] = helper
+            try:
+                ready = await asyncio.wait_for(asyncio.to_thread(os.read, ready_r, 1), 10)
+            finally:
+                os.close(ready_r)
+            if ready != b"1":
+                raise NetworkSetupFailed("slirp4netns could not connect the sandbox's network")
+            os.write(block_w, b"1")
+        except (OSError, TimeoutError, ValueError, NetworkSetupFailed) as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            await self._stop_network_helper(job_id)
+            if isinstance(exc, NetworkSetupFailed):
+                raise
+            raise NetworkSetupFailed(f"the sandbox's network could not be set up: {exc}") from exc
+        finally:
+            os.close(block_w)
+            os.close(info_r)
+        return process
+
+    async def _stop_network_helper(self, job_id: str) -> None:
+        helper = self._network_helpers.pop(job_id, None)
+        if helper is not None and helper.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                helper.kill()
+            await helper.wait()
 
     async def kill(self, job_id: str) -> None:
         self._killed.add(job_id)
@@ -202,6 +307,7 @@ class LocalBackend:
         group = self._groups.get(job_id)
         if group is not None:
             group.kill_all()  # whatever left the process group: the cgroup still holds it
+        await self._stop_network_helper(job_id)
         if process is not None:
             with contextlib.suppress(Exception):
                 await process.wait()
@@ -246,7 +352,7 @@ class LocalBackend:
             result_path.unlink(missing_ok=True)
         return code, result, stderr.decode(errors="replace")[-2000:]
 
-    def podtools_sandbox(self, argv: list[str], network: bool) -> SandboxSpec:
+    def podtools_sandbox(self, argv: list[str], network: str) -> SandboxSpec:
         python = self.settings.podtools_python
         return SandboxSpec(
             # -S: no site processing (the venv's .pth files cost ~15 ms a start); the packages
@@ -276,13 +382,15 @@ class LocalBackend:
         root = self.workspace(job_id)
         self.create_workspace(job_id)
         try:
-            plan, sources, network = self._configure_plan(job)
+            plan, sources, needs_network = self._configure_plan(job)
         except ValueError as exc:
             failed_input = "algorithm" if str(exc).startswith("algorithm") else "data"
             return ConfigureOutcome(False, failed_input, str(exc))
         (root / "c2d" / "job.json").write_text(json.dumps(plan))
         spec = self.podtools_sandbox(
-            ["-m", "podtools.configure", "/c2d/job.json", "/c2d/out/result.json"], network
+            ["-m", "podtools.configure", "/c2d/job.json", "/c2d/out/result.json"],
+            # Inputs may live on the publisher's own network, loopback included: podtools are ours.
+            "host" if needs_network else "none",
         )
         spec.rw_binds += [
             (self._data(job_id, "inputs"), "/data/inputs"),
@@ -378,7 +486,8 @@ class LocalBackend:
             argv[0] = interpreter
         return SandboxSpec(
             argv=argv,
-            network=env.network_allowed,
+            network="isolated" if env.network_allowed else "none",
+            resolv_conf=str(self.workspace(job_id) / "c2d" / "resolv.conf") if env.network_allowed else None,
             host_ro_paths=_interpreter_paths(interpreter),
             rw_binds=[
                 (self._data(job_id, "outputs"), "/data/outputs"),
@@ -423,6 +532,7 @@ class LocalBackend:
         try:
             return await self._run_algorithm_in(job, spec, group, on_output)
         finally:
+            await self._stop_network_helper(job_id)
             await self._release_group(job_id)
 
     async def _run_algorithm_in(
@@ -485,7 +595,7 @@ class LocalBackend:
         if target.exists():  # a previous, interrupted run of the same job
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        spec = self.podtools_sandbox(["-m", "podtools.publish", "/c2d/out/result.json"], network=False)
+        spec = self.podtools_sandbox(["-m", "podtools.publish", "/c2d/out/result.json"], network="none")
         spec.rw_binds += [(str(target), "/results"), (self._c2d(job_id, "out"), "/c2d/out")]
         spec.ro_binds += [
             (self._data(job_id, "outputs"), "/data/outputs"),

@@ -30,7 +30,15 @@ class Limits:
 @dataclass
 class SandboxSpec:
     argv: list[str]
-    network: bool = False
+    # "none": a network namespace with only lo; "host": the host's network (podtools fetching
+    # inputs); "isolated": a namespace of its own that slirp4netns connects to the outside, with
+    # the host's loopback (and so the suite's services) out of reach (network-allowed algorithms).
+    network: str = "none"
+    # For "isolated": bwrap reports the sandbox's pid on info_fd and waits on block_fd until the
+    # engine has connected the namespace.
+    info_fd: int | None = None
+    block_fd: int | None = None
+    resolv_conf: str | None = None
     ro_binds: list[tuple[str, str]] = field(default_factory=list)
     rw_binds: list[tuple[str, str]] = field(default_factory=list)
     # Folders (host paths) that must be visible read-only at the same path, e.g. an interpreter.
@@ -93,8 +101,14 @@ def build_command(spec: SandboxSpec, bwrap: str | None = None) -> list[str]:
         "--cap-drop",
         "ALL",
     ]
-    if spec.network:
+    if spec.network not in ("none", "host", "isolated"):
+        raise ValueError(f"unknown network mode {spec.network!r}")
+    if spec.network == "host":
         args += ["--share-net"]
+    if spec.info_fd is not None:
+        args += ["--info-fd", str(spec.info_fd)]
+    if spec.block_fd is not None:
+        args += ["--block-fd", str(spec.block_fd)]
     args += _system_binds()
     args += [
         "--proc",
@@ -108,9 +122,11 @@ def build_command(spec: SandboxSpec, bwrap: str | None = None) -> list[str]:
         "--dir",
         "/data",
     ]
-    if spec.network:
+    if spec.network != "none":
         for path in _NETWORK_ETC:
-            if os.path.exists(path):
+            if path == "/etc/resolv.conf" and spec.resolv_conf is not None:
+                args += ["--ro-bind", spec.resolv_conf, path]
+            elif os.path.exists(path):
                 args += ["--ro-bind", path, path]
     for path in spec.host_ro_paths:
         args += ["--ro-bind", path, path]

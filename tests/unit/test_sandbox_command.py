@@ -32,7 +32,7 @@ def test_network_is_off_by_default() -> None:
 
 
 def test_network_is_shared_only_when_asked() -> None:
-    command = build_command(SandboxSpec(argv=ALGORITHM, network=True), BWRAP)
+    command = build_command(SandboxSpec(argv=ALGORITHM, network="host"), BWRAP)
     assert "--unshare-all" in command
     assert command.index("--share-net") > command.index("--unshare-all")
     if os.path.exists("/etc/resolv.conf"):
@@ -76,7 +76,7 @@ def test_the_private_tmp_is_a_sized_tmpfs(tmp_bytes: int | None) -> None:
 
 def test_the_root_is_read_only_once_everything_is_mounted() -> None:
     spec = SandboxSpec(
-        argv=ALGORITHM, ro_binds=[("/a", "/data/inputs")], rw_binds=[("/b", "/data/outputs")], network=True
+        argv=ALGORITHM, ro_binds=[("/a", "/data/inputs")], rw_binds=[("/b", "/data/outputs")], network="host"
     )
     args = bwrap_part(build_command(spec, BWRAP))
     remount = args.index("--remount-ro")
@@ -160,3 +160,20 @@ def test_environment_is_not_on_the_command_line() -> None:
     spec = SandboxSpec(argv=ALGORITHM, env={"SECRET_TOKEN": "s3cr3t", "DIDS": "[]"})
     command = build_command(spec, BWRAP)
     assert not any("s3cr3t" in arg or "SECRET_TOKEN" in arg for arg in command)
+
+
+def test_isolated_network_has_its_own_namespace_and_waits_for_it() -> None:
+    spec = SandboxSpec(
+        argv=ALGORITHM, network="isolated", info_fd=7, block_fd=9, resolv_conf="/w/resolv.conf"
+    )
+    command = build_command(spec, BWRAP)
+    assert "--share-net" not in command
+    assert command[command.index("--info-fd") + 1] == "7"
+    assert command[command.index("--block-fd") + 1] == "9"
+    at = command.index("/w/resolv.conf")
+    assert command[at - 1] == "--ro-bind" and command[at + 1] == "/etc/resolv.conf"
+
+
+def test_unknown_network_mode_is_refused() -> None:
+    with pytest.raises(ValueError):
+        build_command(SandboxSpec(argv=ALGORITHM, network="bridge"), BWRAP)
