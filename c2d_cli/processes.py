@@ -96,7 +96,9 @@ async def start_local_suite(
     ports = ports or {}
     common = {
         "C2D_RESULTS_DIR": str(state_dir / "results"),
-        # The suite's own state is never an input, whatever folders data may come from.
+        # file:// data from the folder the suite is started in (the embedded default); the suite's
+        # own state is never an input, whatever folders data may come from.
+        "C2D_FILE_URL_ROOTS": str(Path.cwd()),
         "C2D_FILE_URL_DENY": str(state_dir),
         **(extra_env or {}),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 class ConfigError(Exception):
@@ -32,3 +33,8 @@ def env_bool(name: str, default: bool) -> bool:
     if raw.lower() in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def env_paths(name: str) -> tuple[Path, ...]:
+    """A list of folders, separated like PATH."""
+    return tuple(Path(p).absolute() for p in os.environ.get(name, "").split(os.pathsep) if p)

@@ -43,6 +43,10 @@ class ResourceExhausted(DomainError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class OutOfRange(DomainError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
 class Unavailable(DomainError):
     """A service this one depends on cannot be reached; the client may retry."""
 
@@ -50,6 +54,12 @@ class Unavailable(DomainError):
 
 
 _PASS_THROUGH = (grpc.aio.AbortError, grpc.aio.UsageError)
+_TRANSPORT_FAILURES = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+}
+_DOWNSTREAM_BUGS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNIMPLEMENTED}
 
 
 class _Undecodable:
@@ -85,12 +95,18 @@ async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, meth
     if isinstance(exc, DomainError):
         await context.abort(exc.code, str(exc))
     if isinstance(exc, grpc.aio.AioRpcError):
-        # A downstream service answered with a status: pass its code on, unless it is a bug there.
+        # A downstream service answered with a status. Its own domain answers (bad page token, no
+        # such job) are meant for the caller and pass on; transport failures and bugs there carry
+        # internal addresses and details, which stay in this log.
         code = exc.code()
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        if code in _TRANSPORT_FAILURES:
+            log.warning("backing service unavailable", method=method, code=code.name, details=exc.details())
             await context.abort(
-                grpc.StatusCode.UNAVAILABLE, f"a backing service is unavailable: {exc.details()}"
+                grpc.StatusCode.UNAVAILABLE, "a backing service is unavailable; try again shortly"
             )
+        if code in _DOWNSTREAM_BUGS:
+            log.error("backing service failed", method=method, code=code.name, details=exc.details())
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
         await context.abort(code, exc.details() or code.name)
     log.exception("unhandled error in handler", method=method)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
@@ -142,7 +158,3 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         return handler
-
-
-class OutOfRange(DomainError):
-    code = grpc.StatusCode.OUT_OF_RANGE

@@ -1,9 +1,10 @@
 """Which local files a file:// input may name (the embedded default only).
 
 A dataset published with a file:// URL is read by the engine with the engine's rights, so a
-publisher could otherwise name any file of the machine, the suite's own database included. Files
-must lie under one of the configured roots (after resolving symlinks) and never under the suite's
-own state.
+publisher could otherwise name any file of the machine, the suite's own database included. So
+file:// inputs are opt-in (C2D_FILE_URL_ROOTS lists the folders data may come from), files must lie
+under one of those roots (after resolving symlinks), and never under the suite's own state (the
+service's own folders, plus C2D_FILE_URL_DENY: point it at the operator's database folder).
 """
 
 from __future__ import annotations
@@ -23,12 +24,10 @@ class FileUrlPolicy:
     roots: tuple[Path, ...]
     denied: tuple[Path, ...] = ()
 
-    @classmethod
-    def from_env(cls, default_roots: tuple[Path, ...], denied: tuple[Path, ...]) -> FileUrlPolicy:
-        raw = os.environ.get("C2D_FILE_URL_ROOTS", "")
-        roots = tuple(Path(p) for p in raw.split(os.pathsep) if p) or default_roots
-        extra_denied = tuple(Path(p) for p in os.environ.get("C2D_FILE_URL_DENY", "").split(os.pathsep) if p)
-        return cls(roots=roots, denied=denied + extra_denied)
+    @property
+    def enabled(self) -> bool:
+        """file:// inputs are opt-in: without roots (C2D_FILE_URL_ROOTS unset) there are none."""
+        return bool(self.roots)
 
     def check(self, url: str) -> Path:
         """The resolved local path of a file:// URL, or FileUrlRefused saying why not (without
@@ -36,6 +35,8 @@ class FileUrlPolicy:
         parsed = urlparse(url)
         if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
             raise FileUrlRefused("not a local file:// URL")
+        if not self.enabled:
+            raise FileUrlRefused("this provider serves no file:// data (C2D_FILE_URL_ROOTS is not set)")
         path = Path(os.path.realpath(unquote(parsed.path)))
         roots = [Path(os.path.realpath(r)) for r in self.roots]
         if not any(path == r or path.is_relative_to(r) for r in roots):

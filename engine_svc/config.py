@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from c2d_common.env import ConfigError, env_bool, env_int, env_str
+from c2d_common.env import ConfigError, env_int, env_paths, env_str
 from c2d_common.file_urls import FileUrlPolicy
 from engine_svc.domain.model import Environment
 
@@ -47,11 +47,11 @@ class EngineSettings:
     max_concurrent_jobs: int = 2
     configure_timeout_seconds: int = 600
     publish_timeout_seconds: int = 600
-    allow_file_urls: bool = True
     environments: tuple[Environment, ...] = DEFAULT_ENVIRONMENTS
     runtimes: dict[str, str] = field(default_factory=dict)
-    # As the provider's: where file:// inputs may lie, and what they may never name.
-    file_url_roots: tuple[Path, ...] = field(default_factory=lambda: (Path.cwd(),))
+    # As the provider's: where file:// inputs may lie (none: no file:// inputs), and what they may
+    # never name.
+    file_url_roots: tuple[Path, ...] = ()
     file_url_denied: tuple[Path, ...] = ()
     port_file: str | None = None
 
@@ -77,14 +77,9 @@ class EngineSettings:
             max_concurrent_jobs=env_int("C2D_MAX_CONCURRENT_JOBS", cls.max_concurrent_jobs),
             configure_timeout_seconds=env_int("C2D_CONFIGURE_TIMEOUT_SECONDS", cls.configure_timeout_seconds),
             publish_timeout_seconds=env_int("C2D_PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout_seconds),
-            allow_file_urls=env_bool("C2D_ALLOW_FILE_URLS", cls.allow_file_urls),
             environments=parse_environments(raw_envs) if raw_envs else DEFAULT_ENVIRONMENTS,
             runtimes=runtimes,
-            file_url_roots=_paths("C2D_FILE_URL_ROOTS") or (Path.cwd(),),
-            file_url_denied=_paths("C2D_FILE_URL_DENY"),
+            file_url_roots=env_paths("C2D_FILE_URL_ROOTS"),
+            file_url_denied=env_paths("C2D_FILE_URL_DENY"),
             port_file=env_str("C2D_PORT_FILE", "") or None,
         )
-
-
-def _paths(variable: str) -> tuple[Path, ...]:
-    return tuple(Path(p).absolute() for p in env_str(variable, "").split(os.pathsep) if p)

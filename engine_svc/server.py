@@ -18,7 +18,6 @@ def build_engine(settings: EngineSettings) -> tuple[ServiceServer, JobRunner]:
         LocalBackendSettings(
             work_dir=settings.work_dir,
             results_dir=settings.results_dir,
-            allow_file_urls=settings.allow_file_urls,
             file_policy=settings.file_policy(),
             runtimes={**default_runtimes(), **settings.runtimes},
         )

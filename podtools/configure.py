@@ -90,9 +90,12 @@ def main(argv: list[str]) -> int:
         print(f"configure: {exc}", file=sys.stderr)
         write_result(result_path, ok=False, failed_input=exc.failed_input, reason=str(exc))
         return 2
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:
+        # Anything else is ours to fix; its text may hold paths, so the consumer sees only its kind.
         print(f"configure: {exc!r}", file=sys.stderr)
-        write_result(result_path, ok=False, failed_input="data", reason=f"configuration failed: {exc}")
+        write_result(
+            result_path, ok=False, failed_input="data", reason=f"configuration failed ({type(exc).__name__})"
+        )
         return 2
     write_result(result_path, ok=True)
     return 0

@@ -44,10 +44,10 @@ def fetch(url: str, destination: str, expected_sha256: str = "", expected_size: 
     except FetchError:
         _discard(destination + ".part")
         raise
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # OSError, ValueError, http.client's own errors, …
         _discard(destination + ".part")
         # Messages reach the consumer; the location is the publisher's secret.
-        raise FetchError(str(exc).replace(url, "<location>")) from exc
+        raise FetchError(f"{type(exc).__name__}: {exc}".replace(url, "<location>")) from exc
     if expected_size and size != expected_size:
         _discard(destination + ".part")
         raise FetchError(f"{size} bytes where {expected_size} were declared")

@@ -94,9 +94,10 @@ def main(argv: list[str]) -> int:
     result_path = argv[1]
     try:
         files = publish()
-    except OSError as exc:
+    except Exception as exc:
+        # Its text may hold paths: the consumer sees only its kind, the engine's log the rest.
         print(f"publish: {exc!r}", file=sys.stderr)
-        write_result(result_path, ok=False, reason=f"storing the results failed: {exc}")
+        write_result(result_path, ok=False, reason=f"storing the results failed ({type(exc).__name__})")
         return 2
     write_result(result_path, ok=True, files=files)
     return 0

@@ -16,7 +16,7 @@ SERVICE_NAMES = [s.full_name for s in service_pb2.DESCRIPTOR.services_by_name.va
 
 
 def build_provider(settings: ProviderSettings) -> ServiceServer:
-    assets = AssetStore(settings.assets_dir, settings.allow_file_urls, settings.file_policy())
+    assets = AssetStore(settings.assets_dir, settings.file_policy())
     operator = OperatorClient(settings.operator_address)
     front_door = ComputeFrontDoor(assets, operator, LocalResultStore(settings.results_dir))
     server = ServiceServer("provider", settings.listen, SERVICE_NAMES)

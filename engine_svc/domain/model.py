@@ -81,6 +81,10 @@ class PublishOutcome:
     results: list[PublishedFile] = field(default_factory=list)
 
 
+class BackendError(Exception):
+    """A backend failure whose message is safe to show the job's owner (no paths, no locations)."""
+
+
 OutputSink = Callable[[int, bytes], Awaitable[None]]
 
 

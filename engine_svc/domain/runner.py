@@ -19,6 +19,7 @@ from c2d_common.status import DEFAULT_STATUS_TEXT, JobStatus
 from engine_svc.domain.model import (
     AlgorithmOutcome,
     Backend,
+    BackendError,
     Environment,
     JobContext,
     LogOutput,
@@ -138,7 +139,8 @@ class JobRunner:
             raise
         except Exception as exc:
             log.exception("job failed inside the engine")
-            await self._end(run, job, StatusChange(int(JobStatus.SYSTEM_ERROR), f"engine error: {exc}"))
+            text = str(exc) if isinstance(exc, BackendError) else "the engine failed; its log has the details"
+            await self._end(run, job, StatusChange(int(JobStatus.SYSTEM_ERROR), text))
 
     def _status(self, run: JobRun, status: JobStatus, text: str = "") -> None:
         log.info("phase", status=status.name, text=text)

@@ -26,7 +26,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import structlog
 from google.protobuf import json_format
@@ -35,6 +35,7 @@ from c2d.common.v1 import job_pb2
 from c2d_common.file_urls import FileUrlPolicy, FileUrlRefused
 from engine_svc.domain.model import (
     AlgorithmOutcome,
+    BackendError,
     ConfigureOutcome,
     JobContext,
     OutputSink,
@@ -56,7 +57,7 @@ SIGXFSZ = int(signal.SIGXFSZ)
 class LocalBackendSettings:
     work_dir: Path
     results_dir: Path
-    allow_file_urls: bool = True
+    # file:// inputs: where they may lie (see c2d_common.file_urls); None refuses them all.
     file_policy: FileUrlPolicy | None = None
     # Runtime name -> interpreter on this machine, e.g. {"python3": "/usr/bin/python3"}.
     runtimes: dict[str, str] | None = None
@@ -121,7 +122,7 @@ def _read_child_pid(fd: int) -> int:
     return int(json.loads(data)["child-pid"])
 
 
-class NetworkSetupFailed(Exception):
+class NetworkSetupFailed(BackendError):
     pass
 
 
@@ -411,7 +412,8 @@ class LocalBackend:
             return ConfigureOutcome(
                 False, str(result.get("failed_input", "data")), str(result.get("reason", ""))
             )
-        return ConfigureOutcome(False, "data", f"the configuration sandbox exited with code {code}: {stderr}")
+        log.warning("configure sandbox failed", exit_code=code, stderr=stderr)
+        return ConfigureOutcome(False, "data", f"the configuration sandbox failed (exit code {code})")
 
     def _configure_plan(self, job: JobContext) -> tuple[dict[str, Any], list[tuple[str, str]], bool]:
         """What podtools configure fetches. file:// sources are bound read-only into the sandbox
@@ -426,15 +428,11 @@ class LocalBackend:
             parsed = urlparse(location.url)
             url = location.url
             if parsed.scheme == "file":
-                if not self.settings.allow_file_urls:
-                    raise ValueError(f"{what}: file:// inputs are disabled on this engine")
-                if self.settings.file_policy is not None:
-                    try:
-                        path = str(self.settings.file_policy.check(location.url))
-                    except FileUrlRefused as exc:
-                        raise ValueError(f"{what}: {exc}") from None
-                else:
-                    path = unquote(parsed.path)
+                policy = self.settings.file_policy or FileUrlPolicy(roots=())
+                try:
+                    path = str(policy.check(location.url))
+                except FileUrlRefused as exc:
+                    raise ValueError(f"{what}: {exc}") from None
                 if not os.path.isfile(path):
                     raise ValueError(f"{what} is not a readable file on this machine")
                 target = f"/c2d/src/{len(sources)}"
@@ -609,9 +607,8 @@ class LocalBackend:
         if code is None:
             return PublishOutcome(False, f"publishing took longer than {timeout:.0f} s")
         if code != 0 or not result or not result.get("ok"):
-            reason = (result or {}).get(
-                "reason"
-            ) or f"the publishing sandbox exited with code {code}: {stderr}"
+            log.warning("publish sandbox failed", exit_code=code, stderr=stderr)
+            reason = (result or {}).get("reason") or f"the publishing sandbox failed (exit code {code})"
             return PublishOutcome(False, str(reason))
         files = []
         for item in result.get("files", []):

@@ -86,5 +86,5 @@ class OperatorServicer(service_pb2_grpc.OperatorServiceServicer):
         try:
             environments = await self.registry.engine.environments()
         except EngineUnavailable as exc:
-            raise Unavailable(f"the engine is unreachable: {exc}") from exc
+            raise Unavailable("the engine is unreachable; try again shortly") from exc
         return pb.GetEnvironmentsResponse(environments=environments)

@@ -13,13 +13,13 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from c2d_common.errors import InvalidArgument, NotFound
-from c2d_common.ids import new_job_id
+from c2d_common.ids import check_job_id, new_job_id
 from c2d_common.status import DEFAULT_STATUS_TEXT, JobStatus
 from c2d_common.timestamps import utcnow
 from operator_svc.domain.hub import EventHub
@@ -54,6 +54,8 @@ LOGS_ENDED = _LogsEnded()
 
 
 def encode_page_token(created_at: datetime, job_id: str) -> str:
+    if created_at.tzinfo is None:  # SQLite hands back naive datetimes; we only ever store UTC
+        created_at = created_at.replace(tzinfo=UTC)
     raw = json.dumps([created_at.isoformat(), job_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -62,11 +64,12 @@ def decode_page_token(token: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         created, job_id = json.loads(raw)
+        check_job_id(job_id)
         moment = datetime.fromisoformat(created)
-        if not isinstance(job_id, str) or len(job_id) != 32:
-            raise ValueError("job id")
-        return moment, job_id
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        if moment.tzinfo is None:
+            raise ValueError("naive time")
+        return moment.astimezone(UTC), job_id
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError, InvalidArgument):
         raise InvalidArgument(
             "page_token is not one this server issued: pass next_page_token from the previous "
             "response unchanged, or an empty token for the first page"
@@ -159,8 +162,7 @@ class JobRegistry:
                         job_id,
                         StatusUpdate(
                             int(JobStatus.SYSTEM_ERROR),
-                            f"the engine was unreachable for "
-                            f"{self.settings.engine_retry_seconds:.0f} s: {exc}",
+                            f"the engine was unreachable for {self.settings.engine_retry_seconds:.0f} s",
                         ),
                     )
                     return

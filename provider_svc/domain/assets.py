@@ -171,12 +171,12 @@ def validate_ddo(
 class AssetStore:
     """One JSON file per asset under a folder; writes are atomic."""
 
-    def __init__(self, folder: Path, allow_file_urls: bool, file_policy: FileUrlPolicy | None = None):
+    def __init__(self, folder: Path, file_policy: FileUrlPolicy):
         self.folder = folder
         self.file_policy = file_policy
         self.folder.mkdir(parents=True, exist_ok=True)
         self.allowed_schemes: tuple[str, ...] = ("http", "https", "s3", "ipfs") + (
-            ("file",) if allow_file_urls else ()
+            ("file",) if file_policy.enabled else ()
         )
 
     def publish(self, publisher: str, ddo: dict[str, Any]) -> Asset:
