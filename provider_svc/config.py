@@ -37,4 +37,3 @@ class ProviderSettings:
             file_url_denied=env_paths("C2D_FILE_URL_DENY"),
             port_file=env_str("C2D_PORT_FILE", "") or None,
         )
-
