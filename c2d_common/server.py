@@ -28,6 +28,10 @@ SERVER_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    # Notice a client that vanished without closing its connection (its Watch would otherwise
+    # hold a stream, an operator stream and a subscription for hours).
+    ("grpc.keepalive_time_ms", 60000),
+    ("grpc.keepalive_timeout_ms", 20000),
 ]
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -61,6 +65,8 @@ class ServiceServer:
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         self.port = 0
+        # Set when shutdown begins: long-lived streams end on it (see c2d_common.streams.until).
+        self.closing = asyncio.Event()
         self._before_stop: list[Callable[[], object]] = []
         self._on_stop: list[Callable[[], object]] = []
 
@@ -90,6 +96,7 @@ class ServiceServer:
         return self.port
 
     async def stop(self) -> None:
+        self.closing.set()
         await self.health.enter_graceful_shutdown()
         await _run_all(self._before_stop)
         await self.server.stop(self.grace_seconds)

@@ -33,7 +33,9 @@ async def build_operator(settings: OperatorSettings) -> tuple[ServiceServer, Job
         ),
     )
     server = ServiceServer("operator", settings.listen, [SERVICE_NAME])
-    service_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorServicer(registry), server.server)
+    service_pb2_grpc.add_OperatorServiceServicer_to_server(
+        OperatorServicer(registry, server.closing), server.server
+    )
 
     async def release() -> None:
         await gateway.close()

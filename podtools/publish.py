@@ -4,7 +4,8 @@ Every regular file under /data/outputs (nested folders kept) becomes an output; 
 captured stdout and stderr and every file under /data/logs become logs. Symbolic links are never
 followed: an algorithm could point one at a file it must not publish.
 
-Usage: python -m podtools.publish RESULT_JSON. Writes {"ok": true, "files": [...]} with each file's
+Usage: python -m podtools.publish RESULT_JSON [--logs-only] (--logs-only: the job went over its disk
+quota, and none of its outputs is published). Writes {"ok": true, "files": [...]} with each file's
 name, kind, size, sha256 and path in the store.
 """
 
@@ -71,7 +72,7 @@ def _walk(root: str) -> list[tuple[str, str]]:
     return found
 
 
-def publish() -> list[dict[str, object]]:
+def publish(include_outputs: bool = True) -> list[dict[str, object]]:
     files: list[dict[str, object]] = []
 
     def store(kind: str, name: str, source: str, folder: str) -> None:
@@ -79,7 +80,7 @@ def publish() -> list[dict[str, object]]:
         size, sha256 = _copy(source, os.path.join(STORE, path))
         files.append({"name": name, "kind": kind, "size": size, "sha256": sha256, "path": path})
 
-    for name, source in _walk(OUTPUTS):
+    for name, source in _walk(OUTPUTS) if include_outputs else []:
         store("output", name, source, "outputs")
     for captured in ("stdout.log", "stderr.log"):
         source = os.path.join(CAPTURED_LOGS, captured)
@@ -93,7 +94,7 @@ def publish() -> list[dict[str, object]]:
 def main(argv: list[str]) -> int:
     result_path = argv[1]
     try:
-        files = publish()
+        files = publish(include_outputs="--logs-only" not in argv[2:])
     except Exception as exc:
         # Its text may hold paths: the consumer sees only its kind, the engine's log the rest.
         print(f"publish: {exc!r}", file=sys.stderr)

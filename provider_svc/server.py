@@ -20,7 +20,9 @@ def build_provider(settings: ProviderSettings) -> ServiceServer:
     operator = OperatorClient(settings.operator_address)
     front_door = ComputeFrontDoor(assets, operator, LocalResultStore(settings.results_dir))
     server = ServiceServer("provider", settings.listen, SERVICE_NAMES)
-    service_pb2_grpc.add_ComputeServiceServicer_to_server(ComputeServicer(front_door), server.server)
+    service_pb2_grpc.add_ComputeServiceServicer_to_server(
+        ComputeServicer(front_door, server.closing), server.server
+    )
     service_pb2_grpc.add_AssetServiceServicer_to_server(AssetServicer(assets), server.server)
     server.on_stop(operator.close)
     return server

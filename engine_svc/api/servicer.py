@@ -9,10 +9,10 @@ import grpc
 from c2d.common.v1 import job_pb2
 from c2d.engine.v1 import request_response_pb2 as pb
 from c2d.engine.v1 import service_pb2_grpc
-from c2d_common.errors import InvalidArgument
+from c2d_common.errors import InvalidArgument, Unavailable
 from c2d_common.ids import check_address, check_job_id
 from engine_svc.domain.model import Environment, LogOutput, StatusChange
-from engine_svc.domain.runner import JobRunner, StopOutcome
+from engine_svc.domain.runner import EngineShuttingDown, JobRunner, StopOutcome
 
 
 def environment_to_proto(env: Environment) -> job_pb2.ComputeEnvironment:
@@ -63,7 +63,10 @@ class EngineServicer(service_pb2_grpc.EngineServiceServicer):
             raise InvalidArgument("spec.datasets is empty: a job needs at least one dataset")
         if not request.spec.algorithm.files and not request.spec.algorithm.raw_code:
             raise InvalidArgument("spec.algorithm has neither files nor raw_code")
-        run = self.runner.attach_or_start(job_id, owner, request.spec)
+        try:
+            run = self.runner.attach_or_start(job_id, owner, request.spec)
+        except EngineShuttingDown as exc:
+            raise Unavailable(str(exc)) from None
         async for progress in run.follow():
             if isinstance(progress, LogOutput):
                 yield pb.RunJobResponse(

@@ -11,6 +11,7 @@ import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import structlog
 
@@ -47,6 +48,10 @@ class UnknownEnvironment(Exception):
     pass
 
 
+class EngineShuttingDown(Exception):
+    pass
+
+
 class StopOutcome(Enum):
     STOPPED = "stopped"
     # The job had ended before the stop arrived; its terminal status stands.
@@ -77,7 +82,13 @@ class JobRunner:
         except KeyError:
             raise UnknownEnvironment(environment_id) from None
 
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
     def attach_or_start(self, job_id: str, owner: str, spec: job_pb2.JobSpec) -> JobRun:
+        if self._shutting_down:
+            raise EngineShuttingDown("this engine is shutting down; the job goes to the next engine")
         run = self.runs.get(job_id)
         if run is not None:
             return run
@@ -119,9 +130,10 @@ class JobRunner:
     async def shutdown(self) -> None:
         """Kills every job still running here and deletes its files, without ending it: the
         operator dispatches it again, to this engine once it is back or to another one."""
-        self._shutting_down = True
-        for run in self.runs.active():
-            if run.task is not None:
+        self._shutting_down = True  # attach_or_start refuses from now on
+        while active := [r for r in self.runs.active() if r.task is not None and not r.task.done()]:
+            for run in active:
+                assert run.task is not None
                 run.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await run.task
@@ -153,15 +165,21 @@ class JobRunner:
         """True with a slot held; False when the job was stopped while it waited."""
         acquire = asyncio.ensure_future(self._slots.acquire())
         stopped = asyncio.ensure_future(run.stop_requested.wait())
-        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if acquire.done() and not acquire.cancelled():
-            if run.stop_requested.is_set():
-                self._slots.release()
-                return False
-            return True
-        acquire.cancel()
-        return False
+        try:
+            await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled (engine shutdown): leave no slot taken, no task pending
+            self._abandon_slot(acquire)
+            raise
+        finally:
+            stopped.cancel()
+        if run.stop_requested.is_set():
+            self._abandon_slot(acquire)
+            return False
+        return True
+
+    def _abandon_slot(self, acquire: asyncio.Future[Any]) -> None:
+        if not acquire.cancel() and not acquire.cancelled():
+            self._slots.release()  # it had already got the slot
 
     async def _phases(self, run: JobRun, job: JobContext) -> None:
         if not await self._wait_for_slot(run):
@@ -210,7 +228,10 @@ class JobRunner:
         self._system_log(run, f"algorithm exited with code {outcome.exit_code}")
 
         self._status(run, JobStatus.PUBLISHING)
-        published = await self.backend.publish(job, self.settings.publish_timeout_seconds)
+        # Over the disk quota, only the logs are published: never a half result past the limit.
+        published = await self.backend.publish(
+            job, self.settings.publish_timeout_seconds, include_outputs=not outcome.disk_quota_exceeded
+        )
         if run.stop_requested.is_set():
             return await self._stopped(run, job, "publishing")
         if not published.ok:

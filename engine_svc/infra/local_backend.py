@@ -135,6 +135,9 @@ class LocalBackend:
         self.settings = settings
         self.bwrap = find_bwrap()
         self.runtimes = settings.runtimes or default_runtimes()
+        # The engine owns its work folder: whatever is in it now is left from an engine that died
+        # (its jobs are dispatched again), and would otherwise stay on disk for ever.
+        shutil.rmtree(self.settings.work_dir, ignore_errors=True)
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)
         self.settings.results_dir.mkdir(parents=True, exist_ok=True)
         precompile_podtools()
@@ -162,6 +165,8 @@ class LocalBackend:
 
     def create_workspace(self, job_id: str) -> None:
         root = self.workspace(job_id)
+        # A job run again (after an engine crash) starts from nothing: no file of an earlier attempt.
+        shutil.rmtree(root, ignore_errors=True)
         for name in ("inputs", "transformations", "ddos", "outputs", "logs"):
             (root / "data" / name).mkdir(parents=True, exist_ok=True)
         for name in ("out", "algorithm-logs"):
@@ -337,12 +342,9 @@ class LocalBackend:
             stderr = await asyncio.wait_for(process.stderr.read(), timeout)
             code: int | None = await asyncio.wait_for(process.wait(), 5)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
             return None, None, ""
         finally:
-            self._processes.pop(job_id, None)
+            await self._reap(job_id, process)
         result_path = Path(self._c2d(job_id, "out")) / "result.json"
         result: dict[str, Any] | None = None
         if result_path.exists():
@@ -544,12 +546,14 @@ class LocalBackend:
             return AlgorithmOutcome(exit_code=137)
         logs = Path(self._c2d(job_id, "algorithm-logs"))
         assert process.stdout is not None and process.stderr is not None
+        # The captured output counts against the environment's disk like the outputs do.
+        budget = _DiskBudget(env.disk_bytes)
         pumps = [
             asyncio.create_task(
-                self._pump(process.stdout, logs / "stdout.log", job_pb2.LOG_STREAM_STDOUT, on_output)
+                self._pump(process.stdout, logs / "stdout.log", job_pb2.LOG_STREAM_STDOUT, on_output, budget)
             ),
             asyncio.create_task(
-                self._pump(process.stderr, logs / "stderr.log", job_pb2.LOG_STREAM_STDERR, on_output)
+                self._pump(process.stderr, logs / "stderr.log", job_pb2.LOG_STREAM_STDERR, on_output, budget)
             ),
         ]
         timed_out = False
@@ -557,43 +561,65 @@ class LocalBackend:
             await asyncio.wait_for(process.wait(), env.max_duration_seconds)
         except TimeoutError:
             timed_out = True
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
         finally:
-            self._processes.pop(job_id, None)
+            await self._reap(job_id, process)
+            if not all(p.done() for p in pumps) and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                for pump in pumps:
+                    pump.cancel()
         await asyncio.gather(*pumps)
         code = process.returncode if process.returncode is not None else -1
         if code < 0:  # killed by a signal before bwrap could report it
             code = 128 - code
-        outputs_size = _tree_size(Path(self._data(job_id, "outputs"))) + _tree_size(
-            Path(self._data(job_id, "logs"))
+        outputs_size = (
+            _tree_size(Path(self._data(job_id, "outputs")))
+            + _tree_size(Path(self._data(job_id, "logs")))
+            + budget.used
         )
         return AlgorithmOutcome(
             exit_code=code,
             out_of_memory=group is not None and group.oom_kills() > 0,
             timed_out=timed_out or code == 128 + SIGXCPU,
-            disk_quota_exceeded=code == 128 + SIGXFSZ or outputs_size > env.disk_bytes,
+            disk_quota_exceeded=code == 128 + SIGXFSZ or budget.exceeded or outputs_size > env.disk_bytes,
         )
 
     @staticmethod
-    async def _pump(reader: asyncio.StreamReader, path: Path, stream: int, on_output: OutputSink) -> None:
-        with path.open("ab") as sink:
+    async def _pump(
+        reader: asyncio.StreamReader, path: Path, stream: int, on_output: OutputSink, budget: _DiskBudget
+    ) -> None:
+        """Copies a pipe to its log file and the live log. Past the disk budget it keeps draining
+        the pipe (the algorithm must not block on it) but keeps nothing more."""
+        with path.open("wb") as sink:
             while True:
                 chunk = await reader.read(READ_CHUNK)
                 if not chunk:
                     return
-                sink.write(chunk)
-                sink.flush()
-                await on_output(stream, chunk)
+                kept = budget.take(len(chunk))
+                if kept:
+                    sink.write(chunk[:kept])
+                    sink.flush()
+                    await on_output(stream, chunk[:kept])
 
-    async def publish(self, job: JobContext, timeout: float) -> PublishOutcome:
+    async def _reap(self, job_id: str, process: asyncio.subprocess.Process) -> None:
+        """Kills the sandbox if it still runs (a timeout, or this task being cancelled), waits for
+        it, and only then forgets it, so that kill() can always find a running sandbox."""
+        try:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await asyncio.shield(process.wait())
+        finally:
+            self._processes.pop(job_id, None)
+
+    async def publish(self, job: JobContext, timeout: float, include_outputs: bool = True) -> PublishOutcome:
         job_id = job.job_id
         target = self.results(job_id)
         if target.exists():  # a previous, interrupted run of the same job
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        spec = self.podtools_sandbox(["-m", "podtools.publish", "/c2d/out/result.json"], network="none")
+        argv = ["-m", "podtools.publish", "/c2d/out/result.json"] + (
+            [] if include_outputs else ["--logs-only"]
+        )
+        spec = self.podtools_sandbox(argv, network="none")
         spec.rw_binds += [(str(target), "/results"), (self._c2d(job_id, "out"), "/c2d/out")]
         spec.ro_binds += [
             (self._data(job_id, "outputs"), "/data/outputs"),
@@ -631,6 +657,21 @@ class LocalBackend:
         if not keep_results:
             await asyncio.to_thread(shutil.rmtree, self.results(job_id), True)
         self._killed.discard(job_id)
+
+
+class _DiskBudget:
+    def __init__(self, total: int):
+        self.total = total
+        self.used = 0
+        self.exceeded = False
+
+    def take(self, size: int) -> int:
+        """How much of size fits; the rest is over the quota."""
+        kept = max(0, min(size, self.total - self.used))
+        self.used += kept
+        if kept < size:
+            self.exceeded = True
+        return kept
 
 
 def _tree_size(root: Path) -> int:

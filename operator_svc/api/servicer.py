@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -10,14 +11,16 @@ from c2d.operator.v1 import request_response_pb2 as pb
 from c2d.operator.v1 import service_pb2_grpc
 from c2d_common.errors import InvalidArgument, Unavailable
 from c2d_common.ids import check_address, check_job_id, check_request_id
+from c2d_common.streams import until
 from operator_svc.api.convert import event_to_proto, job_to_proto, log_to_proto
 from operator_svc.domain.model import EngineUnavailable
 from operator_svc.domain.registry import JobRegistry
 
 
 class OperatorServicer(service_pb2_grpc.OperatorServiceServicer):
-    def __init__(self, registry: JobRegistry):
+    def __init__(self, registry: JobRegistry, closing: asyncio.Event):
         self.registry = registry
+        self.closing = closing
 
     async def RegisterJob(
         self, request: pb.RegisterJobRequest, context: grpc.aio.ServicerContext
@@ -67,7 +70,7 @@ class OperatorServicer(service_pb2_grpc.OperatorServiceServicer):
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchJobResponse]:
         job_id = check_job_id(request.job_id)
-        async for item in self.registry.watch(job_id, request.after_sequence):
+        async for item in until(self.closing, self.registry.watch(job_id, request.after_sequence)):
             response = pb.WatchJobResponse(event=event_to_proto(item.event))
             if item.job is not None:
                 response.job.CopyFrom(job_to_proto(item.job))
@@ -77,7 +80,9 @@ class OperatorServicer(service_pb2_grpc.OperatorServiceServicer):
         self, request: pb.GetJobLogsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GetJobLogsResponse]:
         job_id = check_job_id(request.job_id)
-        async for row in self.registry.logs(job_id, request.follow, request.after_sequence):
+        async for row in until(
+            self.closing, self.registry.logs(job_id, request.follow, request.after_sequence)
+        ):
             yield pb.GetJobLogsResponse(chunk=log_to_proto(row))
 
     async def GetEnvironments(

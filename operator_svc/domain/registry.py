@@ -98,6 +98,29 @@ class JobRegistry:
         algorithm_did: str,
         environment_id: str,
     ) -> tuple[JobRecord, bool]:
+        # Shielded: once the row may be committed, the job must be dispatched even if the caller
+        # has gone (deadline, cancel); otherwise it would sit queued with nobody driving it.
+        return await asyncio.shield(
+            self._register(
+                owner=owner,
+                request_id=request_id,
+                spec=spec,
+                dataset_dids=dataset_dids,
+                algorithm_did=algorithm_did,
+                environment_id=environment_id,
+            )
+        )
+
+    async def _register(
+        self,
+        *,
+        owner: str,
+        request_id: str | None,
+        spec: bytes,
+        dataset_dids: Sequence[str],
+        algorithm_did: str,
+        environment_id: str,
+    ) -> tuple[JobRecord, bool]:
         record, event = await asyncio.to_thread(
             self.store.create_job,
             job_id=new_job_id(),
@@ -112,7 +135,9 @@ class JobRegistry:
         )
         if event is not None:
             log.info("job registered", job_id=record.job.job_id, owner=owner)
-            self._dispatch(record.job.job_id, owner, spec)
+        if not JobStatus(record.job.status).is_terminal:
+            # A retried Start of a job nobody drives (its first dispatch was lost) drives it now.
+            self._dispatch(record.job.job_id, owner, record.job.spec)
         return record, event is not None
 
     def _dispatch(self, job_id: str, owner: str, spec: bytes) -> None:
@@ -131,57 +156,70 @@ class JobRegistry:
         return len(jobs)
 
     async def _drive(self, job_id: str, owner: str, spec: bytes) -> None:
+        """Follows the job's run on the engine until its terminal status is recorded. Nothing ends
+        this loop but that (or cancellation): an unreachable engine is retried (and after
+        engine_retry_seconds the job ends as a system error), and a failure here, such as the
+        database being away, is retried by re-attaching, since the engine repeats the current
+        status to a stream that attaches."""
         structlog.contextvars.bind_contextvars(job_id=job_id)
         loop = asyncio.get_running_loop()
         unreachable_since: float | None = None
         delay = 0.1
         while True:
+            engine_down = False
             try:
-                async for update in self.engine.run_job(job_id, owner, spec):
-                    unreachable_since = None
-                    delay = 0.1
-                    if isinstance(update, LogPiece):
-                        await self._record_log(job_id, update.stream, update.data)
-                    else:
-                        record = await self.record_status(job_id, update)
-                        if (
-                            record is None
-                            or JobStatus(update.status).is_terminal
-                            or JobStatus(record.job.status).is_terminal
-                        ):
-                            return
+                if await self._follow_engine(job_id, owner, spec):
+                    return
                 raise EngineUnavailable("the engine closed the job's stream before it ended")
+            except asyncio.CancelledError:
+                raise
             except EngineUnavailable as exc:
+                engine_down = True
+                log.warning("engine unreachable, retrying", error=str(exc), retry_in=delay)
+            except Exception:
+                log.exception("following the job failed; re-attaching", retry_in=delay)
+            try:
                 current = await asyncio.to_thread(self.store.get_job, job_id)
                 if current is None or JobStatus(current.job.status).is_terminal:
                     return
-                now = loop.time()
-                unreachable_since = unreachable_since or now
-                if now - unreachable_since > self.settings.engine_retry_seconds:
-                    await self.record_status(
-                        job_id,
-                        StatusUpdate(
-                            int(JobStatus.SYSTEM_ERROR),
-                            f"the engine was unreachable for {self.settings.engine_retry_seconds:.0f} s",
-                        ),
-                    )
-                    return
-                log.warning("engine unreachable, retrying", error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                if engine_down:
+                    now = loop.time()
+                    unreachable_since = unreachable_since or now
+                    if now - unreachable_since > self.settings.engine_retry_seconds:
+                        await self._give_up(job_id)
+                        return
+                else:
+                    unreachable_since = None
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a bug: never leave the job hanging because of it
-                log.exception("job driver failed")
-                await self.record_status(
-                    job_id,
-                    StatusUpdate(
-                        int(JobStatus.SYSTEM_ERROR),
-                        f"the operator failed while following the job ({type(exc).__name__}); "
-                        "its log has the details",
-                    ),
-                )
-                return
+            except Exception:
+                log.exception("the job store failed; retrying", retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _follow_engine(self, job_id: str, owner: str, spec: bytes) -> bool:
+        """True once the job's terminal status is recorded."""
+        async for update in self.engine.run_job(job_id, owner, spec):
+            if isinstance(update, LogPiece):
+                await self._record_log(job_id, update.stream, update.data)
+                continue
+            record = await self.record_status(job_id, update)
+            if record is None or JobStatus(record.job.status).is_terminal:
+                return True
+        return False
+
+    async def _give_up(self, job_id: str) -> None:
+        # Tell the engine first, in case it is only unreachable from here: the job must not go on
+        # running somewhere after it is recorded as ended.
+        with contextlib.suppress(Exception):
+            await self.engine.stop_job(job_id)
+        await self.record_status(
+            job_id,
+            StatusUpdate(
+                int(JobStatus.SYSTEM_ERROR),
+                f"the engine was unreachable for {self.settings.engine_retry_seconds:.0f} s",
+            ),
+        )
 
     def _lock(self, job_id: str) -> asyncio.Lock:
         lock = self._locks.get(job_id)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -40,6 +40,14 @@ class JobStore:
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
+
+    @staticmethod
+    def _lock_job(session: Session, job_id: str) -> JobRow | None:
+        """The job's row, locked for the rest of the transaction. A no-op UPDATE first: SQLite
+        ignores FOR UPDATE and takes its write lock only at the first write, so without it two
+        writers could both read the same sequence number."""
+        session.execute(update(JobRow).where(col(JobRow.job_id) == job_id).values(job_id=JobRow.job_id))
+        return session.exec(select(JobRow).where(JobRow.job_id == job_id).with_for_update()).first()
 
     def create_job(
         self,
@@ -171,7 +179,7 @@ class JobStore:
         whatever arrives late, or when nothing changes: an engine that is re-attached to repeats
         the job's current status."""
         with self._session() as session:
-            job = session.exec(select(JobRow).where(JobRow.job_id == job_id).with_for_update()).first()
+            job = self._lock_job(session, job_id)
             if job is None:
                 return None
             if job.status in TERMINAL_STATUSES or (
@@ -211,7 +219,7 @@ class JobStore:
         """Keeps a piece of the job's live log, up to limit_bytes per job; past the limit a single
         notice is kept instead (the whole log is still published with the results)."""
         with self._session() as session:
-            job = session.exec(select(JobRow).where(JobRow.job_id == job_id).with_for_update()).first()
+            job = self._lock_job(session, job_id)
             if job is None or job.log_bytes > limit_bytes:
                 return None
             if job.log_bytes + len(data) > limit_bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -9,12 +10,14 @@ import grpc
 from c2d.provider.v1 import request_response_pb2 as pb
 from c2d.provider.v1 import service_pb2_grpc
 from c2d_common.ids import check_address
+from c2d_common.streams import until
 from provider_svc.domain.compute import ComputeFrontDoor, RawAlgorithmRequest, StartJob
 
 
 class ComputeServicer(service_pb2_grpc.ComputeServiceServicer):
-    def __init__(self, front_door: ComputeFrontDoor):
+    def __init__(self, front_door: ComputeFrontDoor, closing: asyncio.Event):
         self.front_door = front_door
+        self.closing = closing
 
     async def Start(self, request: pb.StartRequest, context: grpc.aio.ServicerContext) -> pb.StartResponse:
         raw = None
@@ -60,7 +63,8 @@ class ComputeServicer(service_pb2_grpc.ComputeServiceServicer):
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchResponse]:
         consumer = check_address(request.consumer_address)
-        async for event, job in self.front_door.watch(consumer, request.job_id, request.after_sequence):
+        watch = self.front_door.watch(consumer, request.job_id, request.after_sequence)
+        async for event, job in until(self.closing, watch):
             response = pb.WatchResponse(event=event)
             if job is not None:
                 response.job.CopyFrom(job)
@@ -81,9 +85,8 @@ class ComputeServicer(service_pb2_grpc.ComputeServiceServicer):
         self, request: pb.GetLogsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GetLogsResponse]:
         consumer = check_address(request.consumer_address)
-        async for chunk in self.front_door.logs(
-            consumer, request.job_id, request.follow, request.after_sequence
-        ):
+        logs = self.front_door.logs(consumer, request.job_id, request.follow, request.after_sequence)
+        async for chunk in until(self.closing, logs):
             yield pb.GetLogsResponse(chunk=chunk)
 
     async def GetEnvironments(
