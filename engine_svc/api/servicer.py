@@ -9,7 +9,8 @@ import grpc
 from c2d.common.v1 import job_pb2
 from c2d.engine.v1 import request_response_pb2 as pb
 from c2d.engine.v1 import service_pb2_grpc
-from c2d_common.errors import InvalidArgument, Unavailable
+from c2d_common.convert import check_job_spec, result_file_proto
+from c2d_common.errors import Unavailable
 from c2d_common.ids import check_address, check_job_id
 from engine_svc.domain.model import Environment, LogOutput, StatusChange
 from engine_svc.domain.runner import EngineShuttingDown, JobRunner, StopOutcome
@@ -34,16 +35,7 @@ def _status_to_proto(change: StatusChange) -> pb.StatusUpdate:
         status=change.status,  # type: ignore[arg-type]
         status_text=change.status_text,
         out_of_memory=change.out_of_memory,
-        results=[
-            job_pb2.ResultFile(
-                name=r.name,
-                kind=r.kind,  # type: ignore[arg-type]
-                size=r.size,
-                sha256=r.sha256,
-                location=r.location,
-            )
-            for r in change.results
-        ],
+        results=[result_file_proto(r) for r in change.results],
     )
     if change.exit_code is not None:
         update.exit_code = change.exit_code
@@ -59,10 +51,7 @@ class EngineServicer(service_pb2_grpc.EngineServiceServicer):
     ) -> AsyncIterator[pb.RunJobResponse]:
         job_id = check_job_id(request.job_id)
         owner = check_address(request.owner, "owner")
-        if not request.spec.datasets:
-            raise InvalidArgument("spec.datasets is empty: a job needs at least one dataset")
-        if not request.spec.algorithm.files and not request.spec.algorithm.raw_code:
-            raise InvalidArgument("spec.algorithm has neither files nor raw_code")
+        check_job_spec(request.spec)
         try:
             run = self.runner.attach_or_start(job_id, owner, request.spec)
         except EngineShuttingDown as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from c2d.common.v1 import job_pb2
+from c2d_common.convert import result_file_proto
 from c2d_common.timestamps import to_timestamp
 from operator_svc.infra.job_store import JobRecord
 from operator_svc.infra.tables import JobEventRow, LogRow
@@ -25,16 +26,7 @@ def job_to_proto(record: JobRecord) -> job_pb2.Job:
         finished_at=to_timestamp(job.finished_at),
         out_of_memory=job.out_of_memory,
         sequence=job.sequence,
-        results=[
-            job_pb2.ResultFile(
-                name=r.name,
-                kind=r.kind,  # type: ignore[arg-type]
-                size=r.size,
-                sha256=r.sha256,
-                location=r.location,
-            )
-            for r in record.results
-        ],
+        results=[result_file_proto(r) for r in record.results],
     )
     if job.exit_code is not None:
         message.exit_code = job.exit_code

@@ -9,7 +9,8 @@ import grpc
 
 from c2d.operator.v1 import request_response_pb2 as pb
 from c2d.operator.v1 import service_pb2_grpc
-from c2d_common.errors import InvalidArgument, Unavailable
+from c2d_common.convert import check_job_spec
+from c2d_common.errors import Unavailable
 from c2d_common.ids import check_address, check_job_id, check_request_id
 from c2d_common.streams import until
 from operator_svc.api.convert import event_to_proto, job_to_proto, log_to_proto
@@ -27,11 +28,7 @@ class OperatorServicer(service_pb2_grpc.OperatorServiceServicer):
     ) -> pb.RegisterJobResponse:
         owner = check_address(request.owner, "owner")
         check_request_id(request.request_id)
-        spec = request.spec
-        if not spec.datasets:
-            raise InvalidArgument("spec.datasets is empty: a job needs at least one dataset")
-        if not spec.algorithm.files and not spec.algorithm.raw_code:
-            raise InvalidArgument("spec.algorithm has neither files nor raw_code")
+        spec = check_job_spec(request.spec)
         record, created = await self.registry.register(
             owner=owner,
             request_id=request.request_id or None,

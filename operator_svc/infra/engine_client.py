@@ -16,6 +16,13 @@ from operator_svc.infra.job_store import NewResult
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 
 
+def _unavailable_or(exc: grpc.aio.AioRpcError) -> Exception:
+    """EngineUnavailable for what a retry may cure; the error itself otherwise."""
+    if exc.code() in _RETRYABLE:
+        return EngineUnavailable(f"{exc.code().name}: {exc.details()}")
+    return exc
+
+
 class GrpcEngineGateway:
     def __init__(self, address: str):
         self.address = address
@@ -41,17 +48,13 @@ class GrpcEngineGateway:
                         ],
                     )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in _RETRYABLE:
-                raise EngineUnavailable(f"{exc.code().name}: {exc.details()}") from exc
-            raise
+            raise _unavailable_or(exc) from exc
 
     async def stop_job(self, job_id: str) -> StopAnswer:
         try:
             response = await self.stub.StopJob(engine_pb2.StopJobRequest(job_id=job_id), timeout=60)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in _RETRYABLE:
-                raise EngineUnavailable(f"{exc.code().name}: {exc.details()}") from exc
-            raise
+            raise _unavailable_or(exc) from exc
         if response.was_running:
             return StopAnswer.STOPPED
         return StopAnswer.ALREADY_ENDED if response.already_ended else StopAnswer.NOT_RUNNING
@@ -60,9 +63,7 @@ class GrpcEngineGateway:
         try:
             response = await self.stub.GetEnvironments(engine_pb2.GetEnvironmentsRequest(), timeout=10)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in _RETRYABLE:
-                raise EngineUnavailable(f"{exc.code().name}: {exc.details()}") from exc
-            raise
+            raise _unavailable_or(exc) from exc
         return list(response.environments)
 
     async def close(self) -> None:

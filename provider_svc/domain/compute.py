@@ -16,14 +16,20 @@ from google.protobuf import json_format, struct_pb2
 from c2d.common.v1 import job_pb2
 from c2d_common.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange, PermissionDenied
 from c2d_common.ids import check_job_id, check_request_id
-from provider_svc.domain.assets import Asset, AssetStore, check_did, check_runtime, parse_entrypoint
+from provider_svc.domain.assets import (
+    MAX_ENTRYPOINT_ARGS,
+    Asset,
+    AssetStore,
+    check_did,
+    check_runtime,
+    parse_entrypoint,
+)
 from provider_svc.infra.operator_client import OperatorClient
 from provider_svc.infra.result_store import LocalResultStore
 
 MAX_DATASETS = 20
 MAX_RAW_CODE_BYTES = 1024 * 1024
 MAX_PARAMETERS_BYTES = 64 * 1024
-MAX_ENTRYPOINT_ARGS = 64
 MAX_ARG_CHARS = 4096
 
 

@@ -1150,10 +1150,6 @@ async def test_values_with_a_trailing_newline_are_invalid_argument(world: World,
     assert caught.value.code() == INVALID, f"{caught.value.code().name}: {caught.value.details()}"
 
 
-def _bug(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 @pytest.mark.parametrize(
     "ddo",
     [
