@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from c2d_common.env import ConfigError, env_int, env_paths, env_str
+from c2d_common.env import ConfigError, env_bool, env_int, env_paths, env_str
 from c2d_common.file_urls import FileUrlPolicy
 from engine_svc.domain.model import Environment
 
@@ -53,6 +53,9 @@ class EngineSettings:
     # never name.
     file_url_roots: tuple[Path, ...] = ()
     file_url_denied: tuple[Path, ...] = ()
+    # http(s) inputs from private addresses: off, so a dataset URL cannot reach this machine's or
+    # this network's own services; on where the publisher's data lives on its private network.
+    allow_private_input_hosts: bool = False
     port_file: str | None = None
 
     def file_policy(self) -> FileUrlPolicy:
@@ -81,5 +84,8 @@ class EngineSettings:
             runtimes=runtimes,
             file_url_roots=env_paths("C2D_FILE_URL_ROOTS"),
             file_url_denied=env_paths("C2D_FILE_URL_DENY"),
+            allow_private_input_hosts=env_bool(
+                "C2D_ALLOW_PRIVATE_INPUT_HOSTS", cls.allow_private_input_hosts
+            ),
             port_file=env_str("C2D_PORT_FILE", "") or None,
         )

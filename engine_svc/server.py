@@ -19,6 +19,7 @@ def build_engine(settings: EngineSettings) -> tuple[ServiceServer, JobRunner]:
             work_dir=settings.work_dir,
             results_dir=settings.results_dir,
             file_policy=settings.file_policy(),
+            allow_private_input_hosts=settings.allow_private_input_hosts,
             runtimes={**default_runtimes(), **settings.runtimes},
         )
     )

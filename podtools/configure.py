@@ -40,6 +40,7 @@ def _safe_did(did: str) -> str:
 
 
 def provision(plan: dict) -> None:  # a JSON object (bare dict: no typing import, see __init__)
+    public_only = not plan.get("allow_private_hosts", False)
     for dataset in plan["datasets"]:
         did = _safe_did(dataset["did"])
         folder = os.path.join(INPUTS, did)
@@ -51,6 +52,7 @@ def provision(plan: dict) -> None:  # a JSON object (bare dict: no typing import
                     os.path.join(folder, str(index)),
                     location.get("sha256", ""),
                     int(location.get("size") or 0),
+                    public_only,
                 )
             except FetchError as exc:
                 raise ProvisioningError("data", f"dataset {did} file {index}: {exc}") from exc
@@ -73,6 +75,7 @@ def provision(plan: dict) -> None:  # a JSON object (bare dict: no typing import
                 os.path.join(TRANSFORMATIONS, name),
                 location.get("sha256", ""),
                 int(location.get("size") or 0),
+                public_only,
             )
         except FetchError as exc:
             raise ProvisioningError("algorithm", f"algorithm file {name}: {exc}") from exc

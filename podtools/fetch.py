@@ -16,8 +16,29 @@ class FetchError(Exception):
     pass
 
 
-def fetch(url: str, destination: str, expected_sha256: str = "", expected_size: int = 0) -> tuple[int, str]:
-    """Writes the content at url to destination; answers (size, sha256)."""
+def _open_http(url: str, public_only: bool):
+    import urllib.request  # here, not at the top: it costs ~18 ms of imports per sandbox
+
+    from podtools.hosts import check_public
+
+    class CheckedRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            if public_only:
+                check_public(newurl)  # a public URL must not bounce the fetch to a private host
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    if public_only:
+        check_public(url)
+    opener = urllib.request.build_opener(CheckedRedirects)
+    request = urllib.request.Request(url, headers={"User-Agent": "c2d-podtools/0.1"})
+    return opener.open(request, timeout=HTTP_TIMEOUT_SECONDS)
+
+
+def fetch(
+    url: str, destination: str, expected_sha256: str = "", expected_size: int = 0, public_only: bool = True
+) -> tuple[int, str]:
+    """Writes the content at url to destination; answers (size, sha256). With public_only, http(s)
+    inputs come only from public addresses (see hosts.py)."""
     parsed = urlparse(url)
     digest = hashlib.sha256()
     size = 0
@@ -25,10 +46,7 @@ def fetch(url: str, destination: str, expected_sha256: str = "", expected_size: 
         if parsed.scheme == "file":
             source = open(unquote(parsed.path), "rb")  # noqa: SIM115 (closed below)
         elif parsed.scheme in ("http", "https"):
-            import urllib.request  # here, not at the top: it costs ~18 ms of imports per sandbox
-
-            request = urllib.request.Request(url, headers={"User-Agent": "c2d-podtools/0.1"})
-            source = urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS)
+            source = _open_http(url, public_only)
         else:
             raise FetchError(f"unsupported URL scheme {parsed.scheme!r}")
         with source, open(destination + ".part", "wb") as sink:
@@ -47,6 +65,8 @@ def fetch(url: str, destination: str, expected_sha256: str = "", expected_size: 
     except Exception as exc:  # OSError, ValueError, http.client's own errors, …
         _discard(destination + ".part")
         # Messages reach the consumer; the location is the publisher's secret.
+        if exc.__class__.__name__ == "HostRefused":
+            raise FetchError(str(exc)) from exc
         raise FetchError(f"{type(exc).__name__}: {exc}".replace(url, "<location>")) from exc
     if expected_size and size != expected_size:
         _discard(destination + ".part")

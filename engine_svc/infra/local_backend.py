@@ -59,6 +59,8 @@ class LocalBackendSettings:
     results_dir: Path
     # file:// inputs: where they may lie (see c2d_common.file_urls); None refuses them all.
     file_policy: FileUrlPolicy | None = None
+    # http(s) inputs from loopback, private or link-local addresses (see podtools/hosts.py).
+    allow_private_input_hosts: bool = False
     # Runtime name -> interpreter on this machine, e.g. {"python3": "/usr/bin/python3"}.
     runtimes: dict[str, str] | None = None
     podtools_python: str = sys.executable
@@ -468,6 +470,7 @@ class LocalBackend:
                 "raw_code": base64.b64encode(algorithm.raw_code).decode(),
             },
             "algorithm_parameters": json_format.MessageToDict(job.spec.algorithm_parameters),
+            "allow_private_hosts": self.settings.allow_private_input_hosts,
         }
         return plan, sources, network
 

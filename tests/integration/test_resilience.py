@@ -180,3 +180,35 @@ def test_an_engine_starts_with_a_clean_work_folder(tmp_path: Path) -> None:
     (leftover / "0").write_text("a dataset copy from an engine that died")
     LocalBackend(LocalBackendSettings(work_dir=tmp_path / "work", results_dir=tmp_path / "results"))
     assert list((tmp_path / "work").iterdir()) == []
+
+
+@requires_bwrap
+async def test_an_input_url_cannot_reach_this_machines_own_services(tmp_path: Path) -> None:
+    import http.server
+
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"internal-admin-token=s3cr3t\n")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        async with running_suite(tmp_path / "suite") as suite:
+            url = f"http://127.0.0.1:{server.server_address[1]}/admin"
+            did = await jobs.publish_dataset(suite, [jobs.url_entry(url)])
+            job = await jobs.wait_terminal(suite, (await jobs.start_raw(suite, [did], "print(1)")).job_id)
+            assert job.status == JobStatus.DATA_PROVISIONING_FAILED
+            assert "public" in job.status_text and "127.0.0.1" not in job.status_text
+            assert requests == []  # never contacted
+    finally:
+        server.shutdown()
+        server.server_close()

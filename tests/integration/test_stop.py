@@ -50,7 +50,9 @@ def dataset_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def suite(tmp_path: Path) -> AsyncIterator[Suite]:
-    async with running_suite(tmp_path / "suite") as running:
+    # The stalling dataset server below is on loopback, which inputs may not use by default.
+    settings = replace(EngineSettings(), allow_private_input_hosts=True)
+    async with running_suite(tmp_path / "suite", engine_settings=settings) as running:
         yield running
 
 
