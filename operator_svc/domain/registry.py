@@ -312,8 +312,8 @@ class JobRegistry:
             driver = self._drivers.get(job_id)
             if driver is not None:
                 driver.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await driver
+                # wait(), not await: a CancelledError here must be this call's own, never the driver's.
+                await asyncio.wait([driver])
             await self.record_status(job_id, StatusUpdate(int(JobStatus.STOPPED), "Stopped by its owner"))
             return await self.get(job_id)
         # The engine reports the end on the job's stream: STOPPED once every process and file is
@@ -352,7 +352,9 @@ class JobRegistry:
                 return
             while True:
                 item = await subscription.get()
-                if subscription.lagged or item is None:
+                # Lagged, or a gap (an event stored but never published, by a driver cancelled
+                # between the two): catch up from the database, which has every event.
+                if subscription.lagged or item is None or item.event.sequence > last + 1:
                     subscription.reset_after_lag()
                     for event in await asyncio.to_thread(self.store.get_events, job_id, last):
                         terminal = JobStatus(event.status).is_terminal
