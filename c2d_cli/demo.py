@@ -85,14 +85,22 @@ async def run_demo(state_dir: Path | None) -> int:
     return 0
 
 
-async def run_services(state_dir: Path, provider_port: int, operator_port: int, engine_port: int) -> int:
+async def run_services(
+    state_dir: Path, provider_port: int, operator_port: int, engine_port: int, metrics_base_port: int = 0
+) -> int:
+    names = ("provider", "operator", "engine")
+    metrics = {name: metrics_base_port + i for i, name in enumerate(names)} if metrics_base_port else None
     suite = await start_local_suite(
-        state_dir, ports={"provider": provider_port, "operator": operator_port, "engine": engine_port}
+        state_dir,
+        ports={"provider": provider_port, "operator": operator_port, "engine": engine_port},
+        metrics_ports=metrics,
     )
     _out(
         f"provider {suite.provider_address}  operator {suite.address('operator')}  "
         f"engine {suite.address('engine')}"
     )
+    if metrics:
+        _out("metrics: " + "  ".join(f"{n} http://127.0.0.1:{p}/metrics" for n, p in metrics.items()))
     _out(f"state and service logs in {state_dir.absolute()}; Ctrl-C stops everything")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

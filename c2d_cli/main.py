@@ -326,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     services.add_argument("--provider-port", type=int, default=50051)
     services.add_argument("--operator-port", type=int, default=50052)
     services.add_argument("--engine-port", type=int, default=50053)
+    services.add_argument(
+        "--metrics-base-port",
+        type=int,
+        default=9101,
+        help="Prometheus /metrics of provider, operator, engine on this port and the next two (0: none)",
+    )
 
     publish = sub.add_parser("publish", help="publish a dataset or an algorithm; prints its DID")
     publish.add_argument("files", nargs="+", help="local files or URLs")
@@ -410,7 +416,11 @@ async def run(args: argparse.Namespace) -> int:
         from c2d_cli.demo import run_services
 
         return await run_services(
-            Path(args.state_dir), args.provider_port, args.operator_port, args.engine_port
+            Path(args.state_dir),
+            args.provider_port,
+            args.operator_port,
+            args.engine_port,
+            args.metrics_base_port,
         )
     async with ProviderClient(args.provider, args.address) as client:
         return await COMMANDS[args.command](client, args)

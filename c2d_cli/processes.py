@@ -88,6 +88,7 @@ async def start_local_suite(
     database_url: str | None = None,
     extra_env: dict[str, str] | None = None,
     ports: dict[str, int] | None = None,
+    metrics_ports: dict[str, int] | None = None,
     timeout: float = 30.0,
 ) -> LocalSuite:
     state_dir = state_dir.absolute()
@@ -112,6 +113,7 @@ async def start_local_suite(
             {
                 **common,
                 "C2D_ENGINE_LISTEN": f"127.0.0.1:{ports.get('engine', 0)}",
+                **_metrics_env(metrics_ports, "engine"),
                 "C2D_WORK_DIR": str(state_dir / "work"),
             },
             logs / "engine.log",
@@ -124,6 +126,7 @@ async def start_local_suite(
             {
                 **common,
                 "C2D_OPERATOR_LISTEN": f"127.0.0.1:{ports.get('operator', 0)}",
+                **_metrics_env(metrics_ports, "operator"),
                 "C2D_ENGINE_ADDRESS": suite.address("engine"),
                 "C2D_DATABASE_URL": database_url or f"sqlite:///{state_dir / 'operator.db'}",
             },
@@ -137,6 +140,7 @@ async def start_local_suite(
             {
                 **common,
                 "C2D_PROVIDER_LISTEN": f"127.0.0.1:{ports.get('provider', 0)}",
+                **_metrics_env(metrics_ports, "provider"),
                 "C2D_OPERATOR_ADDRESS": suite.address("operator"),
                 "C2D_ASSETS_DIR": str(state_dir / "assets"),
             },
@@ -164,6 +168,12 @@ def stop_local_suite(suite: LocalSuite, timeout: float = 20.0) -> dict[str, int 
             process.kill()
             codes[name] = process.wait()
     return codes
+
+
+def _metrics_env(metrics_ports: dict[str, int] | None, service: str) -> dict[str, str]:
+    if not metrics_ports or service not in metrics_ports:
+        return {}
+    return {"C2D_METRICS_LISTEN": f"127.0.0.1:{metrics_ports[service]}"}
 
 
 @contextlib.asynccontextmanager

@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from c2d_common.errors import DomainErrorInterceptor
+from c2d_common.metrics import MetricsInterceptor, serve_metrics
 
 log = structlog.get_logger(__name__)
 
@@ -53,11 +54,23 @@ async def _run_all(callbacks: list[Callable[[], object]]) -> None:
 
 
 class ServiceServer:
-    def __init__(self, name: str, listen: str, service_names: Iterable[str], grace_seconds: float = 10.0):
+    def __init__(
+        self,
+        name: str,
+        listen: str,
+        service_names: Iterable[str],
+        grace_seconds: float = 10.0,
+        metrics_listen: str | None = None,
+    ):
         self.name = name
         self.listen = listen
         self.grace_seconds = grace_seconds
-        self.server = grpc.aio.server(interceptors=[DomainErrorInterceptor()], options=SERVER_OPTIONS)
+        self.metrics_listen = metrics_listen
+        self.metrics_port: int | None = None
+        # Metrics outermost, so that it sees the status code the error mapping chose.
+        self.server = grpc.aio.server(
+            interceptors=[MetricsInterceptor(), DomainErrorInterceptor()], options=SERVER_OPTIONS
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = list(service_names)
@@ -84,6 +97,11 @@ class ServiceServer:
         if self.port == 0:
             raise RuntimeError(f"{self.name}: could not bind {self.listen}")
         await self.server.start()
+        self.metrics_port = serve_metrics(self.metrics_listen)
+        if self.metrics_port is not None and self.metrics_listen:
+            log.info(
+                "metrics", address=f"{self.metrics_listen.rsplit(':', 1)[0]}:{self.metrics_port}/metrics"
+            )
         for service in ["", *self.service_names]:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         host = self.listen.rsplit(":", 1)[0]

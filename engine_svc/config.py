@@ -57,6 +57,8 @@ class EngineSettings:
     # this network's own services; on where the publisher's data lives on its private network.
     allow_private_input_hosts: bool = False
     port_file: str | None = None
+    # host:port of the Prometheus /metrics endpoint; empty: none.
+    metrics_listen: str | None = None
 
     def file_policy(self) -> FileUrlPolicy:
         return FileUrlPolicy(
@@ -88,4 +90,5 @@ class EngineSettings:
                 "C2D_ALLOW_PRIVATE_INPUT_HOSTS", cls.allow_private_input_hosts
             ),
             port_file=env_str("C2D_PORT_FILE", "") or None,
+            metrics_listen=env_str("C2D_METRICS_LISTEN", "") or None,
         )

@@ -33,7 +33,7 @@ def build_engine(settings: EngineSettings) -> tuple[ServiceServer, JobRunner]:
         ),
         RunRegistry(),
     )
-    server = ServiceServer("engine", settings.listen, [SERVICE_NAME])
+    server = ServiceServer("engine", settings.listen, [SERVICE_NAME], metrics_listen=settings.metrics_listen)
     service_pb2_grpc.add_EngineServiceServicer_to_server(EngineServicer(runner), server.server)
 
     server.before_stop(runner.shutdown)

@@ -13,6 +13,8 @@ class OperatorSettings:
     log_limit_bytes: int = 8 * 1024 * 1024
     engine_retry_seconds: int = 60
     port_file: str | None = None
+    # host:port of the Prometheus /metrics endpoint; empty: none.
+    metrics_listen: str | None = None
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -23,4 +25,5 @@ class OperatorSettings:
             log_limit_bytes=env_int("C2D_LOG_LIMIT_BYTES", cls.log_limit_bytes),
             engine_retry_seconds=env_int("C2D_ENGINE_RETRY_SECONDS", cls.engine_retry_seconds),
             port_file=env_str("C2D_PORT_FILE", "") or None,
+            metrics_listen=env_str("C2D_METRICS_LISTEN", "") or None,
         )

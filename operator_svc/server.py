@@ -15,6 +15,7 @@ from operator_svc.domain.registry import JobRegistry, RegistrySettings
 from operator_svc.infra.database import make_engine, migrate
 from operator_svc.infra.engine_client import GrpcEngineGateway
 from operator_svc.infra.job_store import JobStore
+from operator_svc.infra.metrics import JOB_COUNTS
 
 log = structlog.get_logger(__name__)
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["OperatorService"].full_name
@@ -32,7 +33,11 @@ async def build_operator(settings: OperatorSettings) -> tuple[ServiceServer, Job
             log_limit_bytes=settings.log_limit_bytes, engine_retry_seconds=settings.engine_retry_seconds
         ),
     )
-    server = ServiceServer("operator", settings.listen, [SERVICE_NAME])
+    server = ServiceServer(
+        "operator", settings.listen, [SERVICE_NAME], metrics_listen=settings.metrics_listen
+    )
+    JOB_COUNTS.attach(registry.store)
+    server.on_stop(lambda: JOB_COUNTS.detach(registry.store))
     service_pb2_grpc.add_OperatorServiceServicer_to_server(
         OperatorServicer(registry, server.closing), server.server
     )

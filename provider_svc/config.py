@@ -20,6 +20,8 @@ class ProviderSettings:
     file_url_roots: tuple[Path, ...] = ()
     file_url_denied: tuple[Path, ...] = ()
     port_file: str | None = None
+    # host:port of the Prometheus /metrics endpoint; empty: none.
+    metrics_listen: str | None = None
 
     def file_policy(self) -> FileUrlPolicy:
         return FileUrlPolicy(
@@ -36,4 +38,5 @@ class ProviderSettings:
             file_url_roots=env_paths("C2D_FILE_URL_ROOTS"),
             file_url_denied=env_paths("C2D_FILE_URL_DENY"),
             port_file=env_str("C2D_PORT_FILE", "") or None,
+            metrics_listen=env_str("C2D_METRICS_LISTEN", "") or None,
         )

@@ -19,7 +19,7 @@ def build_provider(settings: ProviderSettings) -> ServiceServer:
     assets = AssetStore(settings.assets_dir, settings.file_policy())
     operator = OperatorClient(settings.operator_address)
     front_door = ComputeFrontDoor(assets, operator, LocalResultStore(settings.results_dir))
-    server = ServiceServer("provider", settings.listen, SERVICE_NAMES)
+    server = ServiceServer("provider", settings.listen, SERVICE_NAMES, metrics_listen=settings.metrics_listen)
     service_pb2_grpc.add_ComputeServiceServicer_to_server(
         ComputeServicer(front_door, server.closing), server.server
     )

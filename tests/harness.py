@@ -51,8 +51,13 @@ class Suite:
 
 @contextlib.asynccontextmanager
 async def running_suite(
-    root: Path, database_url: str | None = None, engine_settings: EngineSettings | None = None
+    root: Path,
+    database_url: str | None = None,
+    engine_settings: EngineSettings | None = None,
+    metrics: bool = False,
 ) -> AsyncIterator[Suite]:
+    """With metrics, each service also serves /metrics on a port of its own (ServiceServer.metrics_port)."""
+    metrics_listen = "127.0.0.1:0" if metrics else None
     engine_settings = replace(
         engine_settings or EngineSettings(),
         listen="127.0.0.1:0",
@@ -61,6 +66,7 @@ async def running_suite(
         # Tests publish files from their own temporary folders, beside or inside the suite's root.
         file_url_roots=(root.parent,),
         file_url_denied=(root / "operator.db",),
+        metrics_listen=metrics_listen,
     )
     engine, runner = build_engine(engine_settings)
     engine_port = await engine.start()
@@ -70,6 +76,7 @@ async def running_suite(
             database_url=database_url or f"sqlite:///{root}/operator.db",
             engine_address=f"127.0.0.1:{engine_port}",
             engine_retry_seconds=5,
+            metrics_listen=metrics_listen,
         )
     )
     operator_port = await operator.start()
@@ -81,6 +88,7 @@ async def running_suite(
             results_dir=root / "results",
             file_url_roots=(root.parent,),
             file_url_denied=(root / "operator.db",),
+            metrics_listen=metrics_listen,
         )
     )
     await provider.start()

@@ -28,6 +28,7 @@ from engine_svc.domain.model import (
     StatusChange,
 )
 from engine_svc.domain.runs import JobRun, RunRegistry
+from engine_svc.metrics import PHASE_SECONDS, RUNNING_JOBS, WAITING_JOBS
 
 log = structlog.get_logger(__name__)
 
@@ -182,11 +183,14 @@ class JobRunner:
             self._slots.release()  # it had already got the slot
 
     async def _phases(self, run: JobRun, job: JobContext) -> None:
-        if not await self._wait_for_slot(run):
+        with WAITING_JOBS.track_inprogress():
+            got_slot = await self._wait_for_slot(run)
+        if not got_slot:
             await self._end(run, job, StatusChange(int(JobStatus.STOPPED), "Stopped while queued"))
             return
         try:
-            await self._phases_with_slot(run, job)
+            with RUNNING_JOBS.track_inprogress():
+                await self._phases_with_slot(run, job)
         finally:
             self._slots.release()
 
@@ -194,7 +198,8 @@ class JobRunner:
         env = job.environment
         self._status(run, JobStatus.STARTED, f"Job started in environment {env.id}")
         self._status(run, JobStatus.CONFIGURING)
-        configured = await self.backend.configure(job, self.settings.configure_timeout_seconds)
+        with PHASE_SECONDS.labels("configure").time():
+            configured = await self.backend.configure(job, self.settings.configure_timeout_seconds)
         if run.stop_requested.is_set():
             return await self._stopped(run, job, "configuring")
         if not configured.ok:
@@ -221,7 +226,8 @@ class JobRunner:
                 return
             run.emit(LogOutput(stream, data))
 
-        outcome = await self.backend.run_algorithm(job, forward)
+        with PHASE_SECONDS.labels("algorithm").time():
+            outcome = await self.backend.run_algorithm(job, forward)
         if run.stop_requested.is_set():
             return await self._stopped(run, job, "running the algorithm")
         verdict = _algorithm_verdict(outcome, env)
@@ -229,9 +235,10 @@ class JobRunner:
 
         self._status(run, JobStatus.PUBLISHING)
         # Over the disk quota, only the logs are published: never a half result past the limit.
-        published = await self.backend.publish(
-            job, self.settings.publish_timeout_seconds, include_outputs=not outcome.disk_quota_exceeded
-        )
+        with PHASE_SECONDS.labels("publish").time():
+            published = await self.backend.publish(
+                job, self.settings.publish_timeout_seconds, include_outputs=not outcome.disk_quota_exceeded
+            )
         if run.stop_requested.is_set():
             return await self._stopped(run, job, "publishing")
         if not published.ok:

@@ -25,6 +25,7 @@ from c2d_common.timestamps import utcnow
 from operator_svc.domain.hub import EventHub
 from operator_svc.domain.model import EngineGateway, EngineUnavailable, LogPiece, StatusUpdate, StopAnswer
 from operator_svc.infra.job_store import JobRecord, JobStore
+from operator_svc.infra.metrics import STATUS_CHANGES
 from operator_svc.infra.tables import JobEventRow, LogRow
 
 log = structlog.get_logger(__name__)
@@ -246,6 +247,7 @@ class JobRegistry:
         if event is None:
             return record
         terminal = JobStatus(event.status).is_terminal
+        STATUS_CHANGES.labels(JobStatus(event.status).name).inc()
         log.info("job status", job_id=job_id, status=JobStatus(event.status).name, text=text)
         self.hub.publish(("job", job_id), WatchItem(event, record if terminal else None))
         if terminal:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, func, or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -247,6 +247,11 @@ class JobStore:
                     .order_by(col(LogRow.sequence))
                 ).all()
             )
+
+    def count_by_status(self) -> dict[int, int]:
+        with self._session() as session:
+            rows = session.exec(select(JobRow.status, func.count()).group_by(col(JobRow.status))).all()
+            return {int(status): int(count) for status, count in rows}
 
     def unfinished_jobs(self) -> list[JobRow]:
         with self._session() as session:
