@@ -10,6 +10,7 @@ from c2d.operator.v1 import service_pb2, service_pb2_grpc
 from c2d_common.server import ServiceServer
 from operator_svc.api.servicer import OperatorServicer
 from operator_svc.config import OperatorSettings
+from operator_svc.domain.engines import EngineSet
 from operator_svc.domain.hub import EventHub
 from operator_svc.domain.registry import JobRegistry, RegistrySettings
 from operator_svc.infra.database import make_engine, migrate
@@ -24,10 +25,10 @@ SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["OperatorService"].full_n
 async def build_operator(settings: OperatorSettings) -> tuple[ServiceServer, JobRegistry]:
     db = make_engine(settings.database_url)
     await asyncio.to_thread(migrate, db)
-    gateway = GrpcEngineGateway(settings.engine_address)
+    gateways = {address: GrpcEngineGateway(address) for address in settings.engine_addresses}
     registry = JobRegistry(
         JobStore(db),
-        gateway,
+        EngineSet(dict(gateways)),
         EventHub(),
         RegistrySettings(
             log_limit_bytes=settings.log_limit_bytes, engine_retry_seconds=settings.engine_retry_seconds
@@ -43,7 +44,8 @@ async def build_operator(settings: OperatorSettings) -> tuple[ServiceServer, Job
     )
 
     async def release() -> None:
-        await gateway.close()
+        for gateway in gateways.values():
+            await gateway.close()
         db.dispose()
 
     # Jobs go on in the engine; the next operator re-attaches to them (resume_unfinished).

@@ -74,7 +74,7 @@ async def running_suite(
         OperatorSettings(
             listen="127.0.0.1:0",
             database_url=database_url or f"sqlite:///{root}/operator.db",
-            engine_address=f"127.0.0.1:{engine_port}",
+            engine_addresses=(f"127.0.0.1:{engine_port}",),
             engine_retry_seconds=5,
             metrics_listen=metrics_listen,
         )

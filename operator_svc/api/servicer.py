@@ -86,7 +86,7 @@ class OperatorServicer(service_pb2_grpc.OperatorServiceServicer):
         self, request: pb.GetEnvironmentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetEnvironmentsResponse:
         try:
-            environments = await self.registry.engine.environments()
+            environments = await self.registry.environments()
         except EngineUnavailable as exc:
             raise Unavailable("the engine is unreachable; try again shortly") from exc
         return pb.GetEnvironmentsResponse(environments=environments)

@@ -22,6 +22,7 @@ from c2d_common.errors import InvalidArgument, NotFound
 from c2d_common.ids import check_job_id, new_job_id
 from c2d_common.status import DEFAULT_STATUS_TEXT, JobStatus
 from c2d_common.timestamps import utcnow
+from operator_svc.domain.engines import EngineSet
 from operator_svc.domain.hub import EventHub
 from operator_svc.domain.model import EngineGateway, EngineUnavailable, LogPiece, StatusUpdate, StopAnswer
 from operator_svc.infra.job_store import JobRecord, JobStore
@@ -78,12 +79,14 @@ def decode_page_token(token: str) -> tuple[datetime, str]:
 
 
 class JobRegistry:
-    def __init__(self, store: JobStore, engine: EngineGateway, hub: EventHub, settings: RegistrySettings):
+    def __init__(self, store: JobStore, engines: EngineSet, hub: EventHub, settings: RegistrySettings):
         self.store = store
-        self.engine = engine
+        self.engines = engines
         self.hub = hub
         self.settings = settings
         self._drivers: dict[str, asyncio.Task[None]] = {}
+        # Which engine each driven job is on: the load that pick() balances.
+        self._driven_on: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._closing = False
 
@@ -146,7 +149,9 @@ class JobRegistry:
             return
         task = asyncio.create_task(self._drive(job_id, owner, spec), name=f"drive-{job_id}")
         self._drivers[job_id] = task
-        task.add_done_callback(lambda _t: self._drivers.pop(job_id, None))
+        task.add_done_callback(
+            lambda _t: (self._drivers.pop(job_id, None), self._driven_on.pop(job_id, None))
+        )
 
     async def resume_unfinished(self) -> int:
         """At start: carry on every job that had not ended. The engine attaches to a run it still
@@ -169,7 +174,10 @@ class JobRegistry:
         while True:
             engine_down = False
             try:
-                if await self._follow_engine(job_id, owner, spec):
+                engine = await self._engine_of(job_id)
+                if engine is None:
+                    return  # the job is gone
+                if await self._follow_engine(job_id, owner, spec, engine):
                     return
                 raise EngineUnavailable("the engine closed the job's stream before it ended")
             except asyncio.CancelledError:
@@ -198,9 +206,35 @@ class JobRegistry:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    async def _follow_engine(self, job_id: str, owner: str, spec: bytes) -> bool:
+    async def _engine_of(self, job_id: str) -> EngineGateway | None:
+        """The engine the job was given to, giving it to the least loaded one the first time."""
+        address = await asyncio.to_thread(
+            self.store.assign_engine, job_id, self.engines.pick(self._driven_on.values())
+        )
+        if address is None:
+            return None
+        self._driven_on[job_id] = address
+        engine = self.engines.get(address)
+        if engine is None:
+            raise EngineUnavailable(f"the job's engine {address} is not among this operator's engines")
+        return engine
+
+    async def environments(self) -> list[Any]:
+        """What the engines offer (they are meant to offer the same): the first that answers."""
+        failure: EngineUnavailable | None = None
+        for address in self.engines.addresses:
+            engine = self.engines.get(address)
+            assert engine is not None
+            try:
+                return await engine.environments()
+            except EngineUnavailable as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    async def _follow_engine(self, job_id: str, owner: str, spec: bytes, engine: EngineGateway) -> bool:
         """True once the job's terminal status is recorded."""
-        async for update in self.engine.run_job(job_id, owner, spec):
+        async for update in engine.run_job(job_id, owner, spec):
             if isinstance(update, LogPiece):
                 await self._record_log(job_id, update.stream, update.data)
                 continue
@@ -212,8 +246,11 @@ class JobRegistry:
     async def _give_up(self, job_id: str) -> None:
         # Tell the engine first, in case it is only unreachable from here: the job must not go on
         # running somewhere after it is recorded as ended.
-        with contextlib.suppress(Exception):
-            await self.engine.stop_job(job_id)
+        record = await asyncio.to_thread(self.store.get_job, job_id)
+        engine = self.engines.get(record.job.engine or "") if record else None
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                await engine.stop_job(job_id)
         await self.record_status(
             job_id,
             StatusUpdate(
@@ -304,23 +341,38 @@ class JobRegistry:
         record = await self.get(job_id)
         if JobStatus(record.job.status).is_terminal:
             return record
-        try:
-            answer = await self.engine.stop_job(job_id)
-        except EngineUnavailable:
-            answer = StopAnswer.NOT_RUNNING
+        engine = self.engines.get(record.job.engine) if record.job.engine else None
+        answer = StopAnswer.NOT_RUNNING
+        if engine is not None:
+            try:
+                answer = await engine.stop_job(job_id)
+            except EngineUnavailable:
+                answer = StopAnswer.NOT_RUNNING
+        elif record.job.engine is None:
+            # Not given to an engine yet: make sure it never is, then end it here. (Its driver may
+            # have just given it to one: then that engine is told, and keeps a tombstone.)
+            await self._cancel_driver(job_id)
+            again = await self.get(job_id)
+            late = self.engines.get(again.job.engine) if again.job.engine else None
+            if late is not None:
+                with contextlib.suppress(EngineUnavailable):
+                    await late.stop_job(job_id)
         if answer is StopAnswer.NOT_RUNNING:
             # The engine has no run for it (still queued, or the engine lost it): the engine now
             # refuses to start it, so ending it here is final.
-            driver = self._drivers.get(job_id)
-            if driver is not None:
-                driver.cancel()
-                # wait(), not await: a CancelledError here must be this call's own, never the driver's.
-                await asyncio.wait([driver])
+            await self._cancel_driver(job_id)
             await self.record_status(job_id, StatusUpdate(int(JobStatus.STOPPED), "Stopped by its owner"))
             return await self.get(job_id)
         # The engine reports the end on the job's stream: STOPPED once every process and file is
         # gone, or the status the job had already ended with.
         return await self._wait_terminal(job_id)
+
+    async def _cancel_driver(self, job_id: str) -> None:
+        driver = self._drivers.get(job_id)
+        if driver is not None:
+            driver.cancel()
+            # wait(), not await: a CancelledError here must be this call's own, never the driver's.
+            await asyncio.wait([driver])
 
     async def _wait_terminal(self, job_id: str) -> JobRecord:
         async for item in self.watch(job_id, 0):

@@ -248,6 +248,19 @@ class JobStore:
                 ).all()
             )
 
+    def assign_engine(self, job_id: str, engine: str) -> str | None:
+        """Gives the job to engine unless it was given to one already; answers the job's engine
+        (None for an unknown job). Atomic: of two operators racing, one choice wins."""
+        with self._session() as session:
+            session.execute(
+                update(JobRow)
+                .where(col(JobRow.job_id) == job_id, col(JobRow.engine).is_(None))
+                .values(engine=engine)
+            )
+            session.commit()
+            job = session.get(JobRow, job_id)
+            return None if job is None else job.engine
+
     def count_by_status(self) -> dict[int, int]:
         with self._session() as session:
             rows = session.exec(select(JobRow.status, func.count()).group_by(col(JobRow.status))).all()

@@ -34,6 +34,8 @@ class JobRow(SQLModel, table=True):
     out_of_memory: bool = False
     sequence: int = 0
     log_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    # The engine the job was given to (its address); set once, then the job only ever runs there.
+    engine: str | None = Field(default=None, max_length=255)
     log_sequence: int = 0
 
 

@@ -136,7 +136,7 @@ class SecondOperator:
         self.settings = OperatorSettings(
             listen="127.0.0.1:0",
             database_url=url,
-            engine_address=f"127.0.0.1:{engine_port}",
+            engine_addresses=(f"127.0.0.1:{engine_port}",),
             engine_retry_seconds=5,
         )
         self.server: ServiceServer | None = None
