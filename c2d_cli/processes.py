@@ -32,6 +32,8 @@ class LocalSuite:
     state_dir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    # How each service was started (module, environment, log), so that it can be started again.
+    launches: dict[str, tuple[str, dict[str, str], Path]] = field(default_factory=dict)
 
     @property
     def provider_address(self) -> str:
@@ -63,6 +65,7 @@ async def wait_healthy(address: str, timeout: float = 30.0) -> None:
 async def _start_one(
     suite: LocalSuite, name: str, module: str, env: dict[str, str], log_path: Path, timeout: float
 ) -> None:
+    suite.launches[name] = (module, env, log_path)
     port_file = suite.state_dir / f"{name}.port"
     port_file.unlink(missing_ok=True)
     full_env = {**os.environ, **env, "C2D_PORT_FILE": str(port_file)}
@@ -151,6 +154,23 @@ async def start_local_suite(
         stop_local_suite(suite)
         raise
     return suite
+
+
+async def restart_service(suite: LocalSuite, name: str, timeout: float = 30.0) -> None:
+    """Kills one service with SIGKILL (no clean-up of any kind) and starts it again on the same
+    port with the same configuration: what a crash and a supervisor's restart look like."""
+    process = suite.processes[name]
+    if process.poll() is None:
+        process.kill()
+    await asyncio.to_thread(process.wait)
+    module, env, log_path = suite.launches[name]
+    listen_variable = {
+        "engine": "C2D_ENGINE_LISTEN",
+        "operator": "C2D_OPERATOR_LISTEN",
+        "provider": "C2D_PROVIDER_LISTEN",
+    }
+    env = {**env, listen_variable[name]: f"127.0.0.1:{suite.ports[name]}"}
+    await _start_one(suite, name, module, env, log_path, timeout)
 
 
 def stop_local_suite(suite: LocalSuite, timeout: float = 20.0) -> dict[str, int | None]:

@@ -37,6 +37,7 @@ def build_engine(settings: EngineSettings) -> tuple[ServiceServer, JobRunner]:
     service_pb2_grpc.add_EngineServiceServicer_to_server(EngineServicer(runner), server.server)
 
     server.before_stop(runner.shutdown)
+    server.on_stop(backend.close)
     return server, runner
 
 

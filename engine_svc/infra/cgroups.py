@@ -102,14 +102,27 @@ class CgroupManager:
         try:
             for parent in parents.values():
                 parent.mkdir(exist_ok=True)
+                _remove_dead_engines(parent)
+            # One folder per engine process, so that engines sharing a machine never touch each
+            # other's groups, and a dead engine's are found by its pid.
+            parents = {key: parent / f"engine-{os.getpid()}" for key, parent in parents.items()}
+            for parent in parents.values():
+                parent.mkdir(exist_ok=True)
             if version == 2:
-                # Controllers must be enabled for the children of c2d/.
+                # Controllers must be enabled for the children of c2d/ and of our folder in it.
+                (parents[""].parent / "cgroup.subtree_control").write_text("+pids +memory")
                 (parents[""] / "cgroup.subtree_control").write_text("+pids +memory")
             probe = cls(parents, version).create("probe", max_processes=8, memory_bytes=64 * 1024 * 1024)
             probe.remove()
         except OSError:
             return None
         return cls(parents, version)
+
+    def close(self) -> None:
+        """Removes this engine's folder (its groups are gone by now)."""
+        for parent in self.parents.values():
+            with contextlib.suppress(OSError):
+                parent.rmdir()
 
     def create(self, name: str, *, max_processes: int, memory_bytes: int) -> SandboxGroup:
         if self.version == 2:
@@ -131,6 +144,20 @@ class CgroupManager:
         return SandboxGroup(
             (pids, memory), (pids / "cgroup.procs", memory / "cgroup.procs"), memory / "memory.oom_control"
         )
+
+
+def _remove_dead_engines(parent: Path) -> None:
+    """Groups left by engines that died (their sandboxes died with them)."""
+    for folder in parent.glob("engine-*"):
+        pid = folder.name.removeprefix("engine-")
+        if pid.isdigit() and Path(f"/proc/{pid}").exists():
+            continue
+        for group in folder.iterdir():
+            if group.is_dir():
+                with contextlib.suppress(OSError):
+                    group.rmdir()
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def join_command(group: SandboxGroup, command: list[str]) -> list[str]:

@@ -665,6 +665,10 @@ class LocalBackend:
             )
         return PublishOutcome(True, results=files)
 
+    def close(self) -> None:
+        if self.cgroups is not None:
+            self.cgroups.close()
+
     async def delete_job_files(self, job_id: str, *, keep_results: bool) -> None:
         await asyncio.to_thread(shutil.rmtree, self.workspace(job_id), True)
         if not keep_results:
