@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from c2d_common.errors import DomainErrorInterceptor
 from c2d_common.metrics import MetricsInterceptor, serve_metrics
+from c2d_common.tracing import client_interceptors, server_interceptors
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +44,7 @@ CHANNEL_OPTIONS = [
 
 
 def insecure_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=client_interceptors())
 
 
 async def _run_all(callbacks: list[Callable[[], object]]) -> None:
@@ -69,7 +70,8 @@ class ServiceServer:
         self.metrics_port: int | None = None
         # Metrics outermost, so that it sees the status code the error mapping chose.
         self.server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(), DomainErrorInterceptor()], options=SERVER_OPTIONS
+            interceptors=[*server_interceptors(), MetricsInterceptor(), DomainErrorInterceptor()],
+            options=SERVER_OPTIONS,
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

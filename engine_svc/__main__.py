@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from c2d_common.logging import configure_logging
+from c2d_common.tracing import configure_tracing
 from engine_svc.config import EngineSettings
 from engine_svc.server import serve
 
 
 def main() -> None:
     configure_logging("engine")
+    configure_tracing("engine")
     asyncio.run(serve(EngineSettings.from_env()))
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from c2d_common.logging import configure_logging
+from c2d_common.tracing import configure_tracing
 from operator_svc.config import OperatorSettings
 from operator_svc.server import serve
 
 
 def main() -> None:
     configure_logging("operator")
+    configure_tracing("operator")
     asyncio.run(serve(OperatorSettings.from_env()))
 
 

@@ -17,6 +17,7 @@ import structlog
 
 from c2d.common.v1 import job_pb2
 from c2d_common.status import DEFAULT_STATUS_TEXT, JobStatus
+from c2d_common.tracing import tracer
 from engine_svc.domain.model import (
     AlgorithmOutcome,
     Backend,
@@ -198,7 +199,10 @@ class JobRunner:
         env = job.environment
         self._status(run, JobStatus.STARTED, f"Job started in environment {env.id}")
         self._status(run, JobStatus.CONFIGURING)
-        with PHASE_SECONDS.labels("configure").time():
+        with (
+            PHASE_SECONDS.labels("configure").time(),
+            tracer.start_as_current_span("configure", attributes={"c2d.job_id": job.job_id}),
+        ):
             configured = await self.backend.configure(job, self.settings.configure_timeout_seconds)
         if run.stop_requested.is_set():
             return await self._stopped(run, job, "configuring")
@@ -226,7 +230,10 @@ class JobRunner:
                 return
             run.emit(LogOutput(stream, data))
 
-        with PHASE_SECONDS.labels("algorithm").time():
+        with (
+            PHASE_SECONDS.labels("algorithm").time(),
+            tracer.start_as_current_span("algorithm", attributes={"c2d.job_id": job.job_id}),
+        ):
             outcome = await self.backend.run_algorithm(job, forward)
         if run.stop_requested.is_set():
             return await self._stopped(run, job, "running the algorithm")
@@ -235,7 +242,10 @@ class JobRunner:
 
         self._status(run, JobStatus.PUBLISHING)
         # Over the disk quota, only the logs are published: never a half result past the limit.
-        with PHASE_SECONDS.labels("publish").time():
+        with (
+            PHASE_SECONDS.labels("publish").time(),
+            tracer.start_as_current_span("publish", attributes={"c2d.job_id": job.job_id}),
+        ):
             published = await self.backend.publish(
                 job, self.settings.publish_timeout_seconds, include_outputs=not outcome.disk_quota_exceeded
             )
