@@ -877,13 +877,13 @@ def interpret(results: Results) -> list[str]:
     return out
 
 
-def write_section(section: str) -> None:
-    """Replaces this benchmark's section of BENCHMARKS.md, keeping every other section."""
+def write_section(section: str, title: str = SECTION_TITLE) -> None:
+    """Replaces a benchmark's section of BENCHMARKS.md (the one headed title), keeping every other."""
     if BENCHMARKS_MD.exists():
         lines = BENCHMARKS_MD.read_text().splitlines(keepends=True)
     else:
         lines = ["# Benchmarks\n", "\n", "Written by the scripts in bench/ (`make bench`).\n", "\n"]
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION_TITLE), None)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == title), None)
     if start is None:
         if lines and lines[-1].strip():
             lines.append("\n")
