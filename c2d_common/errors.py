@@ -6,11 +6,13 @@ status code that fits. Anything else that escapes a handler is a bug: logged, an
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import structlog
+
+from c2d_common.interceptors import HandlerWrappingInterceptor, Stream, Unary
 
 log = structlog.get_logger(__name__)
 
@@ -112,49 +114,31 @@ async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, meth
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
 
 
-class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
+class DomainErrorInterceptor(HandlerWrappingInterceptor):
+    def wrap_deserializer(self, deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+        return _tolerant(deserializer)
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await _reject_undecodable(request, context)
-                try:
-                    return await inner_uu(request, context)
-                except _PASS_THROUGH:
-                    raise
-                except Exception as exc:
-                    await _abort_for(exc, context, method)
+    def wrap_unary(self, method: str, inner: Unary) -> Unary:
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await _reject_undecodable(request, context)
+            try:
+                return await inner(request, context)
+            except _PASS_THROUGH:
+                raise
+            except Exception as exc:
+                await _abort_for(exc, context, method)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            inner_us = handler.unary_stream
+        return unary_unary
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                await _reject_undecodable(request, context)
-                try:
-                    async for item in inner_us(request, context):
-                        yield item
-                except _PASS_THROUGH:
-                    raise
-                except Exception as exc:
-                    await _abort_for(exc, context, method)
+    def wrap_stream(self, method: str, inner: Stream) -> Stream:
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await _reject_undecodable(request, context)
+            try:
+                async for item in inner(request, context):
+                    yield item
+            except _PASS_THROUGH:
+                raise
+            except Exception as exc:
+                await _abort_for(exc, context, method)
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return unary_stream

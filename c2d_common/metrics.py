@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from prometheus_client import Counter, Histogram, start_http_server
+
+from c2d_common.interceptors import HandlerWrappingInterceptor, Stream, Unary
 
 RPCS_HANDLED = Counter(
     "c2d_grpc_server_handled_total", "RPCs completed, by method and status code", ["method", "code"]
@@ -35,58 +37,37 @@ def _ended_with(exc: BaseException, context: grpc.aio.ServicerContext) -> str:
     return "INTERNAL"
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Outermost interceptor: sees the status every call ends with, domain errors included."""
+class MetricsInterceptor(HandlerWrappingInterceptor):
+    """Outermost of ours: sees the status every call ends with, domain errors included."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
+    def wrap_unary(self, method: str, inner: Unary) -> Unary:
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                return await inner(request, context)
+            except BaseException as exc:
+                code = _ended_with(exc, context)
+                raise
+            finally:
+                RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+                RPCS_HANDLED.labels(method, code).inc()
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = time.perf_counter()
-                code = "OK"
-                try:
-                    return await inner_uu(request, context)
-                except BaseException as exc:
-                    code = _ended_with(exc, context)
-                    raise
-                finally:
-                    RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
-                    RPCS_HANDLED.labels(method, code).inc()
+        return unary_unary
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            inner_us = handler.unary_stream
+    def wrap_stream(self, method: str, inner: Stream) -> Stream:
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            code = "OK"
+            try:
+                async for item in inner(request, context):
+                    yield item
+            except BaseException as exc:
+                code = _ended_with(exc, context)
+                raise
+            finally:
+                RPCS_HANDLED.labels(method, code).inc()
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                code = "OK"
-                try:
-                    async for item in inner_us(request, context):
-                        yield item
-                except BaseException as exc:
-                    code = _ended_with(exc, context)
-                    raise
-                finally:
-                    RPCS_HANDLED.labels(method, code).inc()
-
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return unary_stream
 
 
 def serve_metrics(listen: str | None) -> int | None:
