@@ -81,3 +81,26 @@ async def test_a_hung_algorithm_ends_as_timed_out(tmp_path: Path) -> None:
         _, stdout = await jobs.download(suite, job.job_id, "algorithm.stdout.log", jobs.LOG)
         assert stdout == b"waiting\n"
         assert not jobs.processes_mentioning(job.job_id)
+
+
+async def test_output_written_after_the_deadline_is_not_published(tmp_path: Path) -> None:
+    settings = replace(EngineSettings(), environments=(QUICK,))
+    data = tmp_path / "data.csv"
+    data.write_text("a\n1\n")
+    code = (
+        "import os, time\n"
+        "open('/data/outputs/early.txt', 'w').write('before')\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()  # try to outlive the algorithm\n"
+        "    time.sleep(3)\n"
+        "    open('/data/outputs/late.txt', 'w').write('after')\n"
+        "    os._exit(0)\n"
+        "time.sleep(600)\n"
+    )
+    async with running_suite(tmp_path / "suite", engine_settings=settings) as suite:
+        did = await jobs.publish_dataset(suite, [data])
+        job = await jobs.wait_terminal(suite, (await jobs.start_raw(suite, [did], code)).job_id)
+        assert job.status == JobStatus.ALGORITHM_TIMED_OUT, job.status_text
+        outputs = {r.name for r in job.results if r.kind == jobs.OUTPUT}
+        assert outputs == {"early.txt"}
+        assert not jobs.processes_mentioning(job.job_id)
