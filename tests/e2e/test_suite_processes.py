@@ -30,20 +30,24 @@ async def suite(tmp_path: Path) -> AsyncIterator[LocalSuite]:
         yield running
 
 
+def c2d_command(suite: LocalSuite, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "c2d_cli.main",
+        "--provider",
+        suite.provider_address,
+        "--address",
+        CONSUMER,
+        *args,
+    ]
+
+
 def c2d(
     suite: LocalSuite, *args: str, cwd: Path | None = None, timeout: float = 90
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "c2d_cli.main",
-            "--provider",
-            suite.provider_address,
-            "--address",
-            CONSUMER,
-            *args,
-        ],
+        c2d_command(suite, *args),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -127,18 +131,7 @@ async def test_cli_stops_a_running_job(suite: LocalSuite, tmp_path: Path) -> Non
     job_id = next(line.split()[1] for line in started.stdout.splitlines() if line.startswith("job "))
     # Follow the live log until the algorithm is running, then stop it.
     follower = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "c2d_cli.main",
-            "--provider",
-            suite.provider_address,
-            "--address",
-            CONSUMER,
-            "logs",
-            "-f",
-            job_id,
-        ],
+        c2d_command(suite, "logs", "-f", job_id),
         stdout=subprocess.PIPE,
         text=True,
     )
