@@ -27,33 +27,37 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x32\x64/common/v1/job.proto\x12\rc2d.common.v1\x1a\x1e\x63\x32\x64/common/v1/job_status.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n\x0c\x46ileLocation\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\"m\n\x0c\x44\x61tasetInput\x12\x0b\n\x03\x64id\x18\x01 \x01(\t\x12*\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1b.c2d.common.v1.FileLocation\x12$\n\x03\x64\x64o\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x80\x01\n\x0e\x41lgorithmInput\x12\x0b\n\x03\x64id\x18\x01 \x01(\t\x12*\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1b.c2d.common.v1.FileLocation\x12\x10\n\x08raw_code\x18\x03 \x01(\x0c\x12\x12\n\nentrypoint\x18\x04 \x03(\t\x12\x0f\n\x07runtime\x18\x05 \x01(\t\"\xb9\x01\n\x07JobSpec\x12-\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x1b.c2d.common.v1.DatasetInput\x12\x30\n\talgorithm\x18\x02 \x01(\x0b\x32\x1d.c2d.common.v1.AlgorithmInput\x12\x16\n\x0e\x65nvironment_id\x18\x03 \x01(\t\x12\x35\n\x14\x61lgorithm_parameters\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"s\n\nResultFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.c2d.common.v1.ResultKind\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x10\n\x08location\x18\x05 \x01(\t\"\xb4\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.c2d.common.v1.JobStatus\x12\x13\n\x0bstatus_text\x18\x04 \x01(\t\x12\x14\n\x0c\x64\x61taset_dids\x18\x05 \x03(\t\x12\x15\n\ralgorithm_did\x18\x06 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\texit_code\x18\x0b \x01(\x05H\x00\x88\x01\x01\x12\x15\n\rout_of_memory\x18\x0c \x01(\x08\x12*\n\x07results\x18\r \x03(\x0b\x32\x19.c2d.common.v1.ResultFile\x12\x10\n\x08sequence\x18\x0e \x01(\x03\x42\x0c\n\n_exit_code\"\xd2\x01\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.c2d.common.v1.JobStatus\x12\x13\n\x0bstatus_text\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\texit_code\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\rout_of_memory\x18\x07 \x01(\x08\x42\x0c\n\n_exit_code\"~\n\x08LogChunk\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x06stream\x18\x02 \x01(\x0e\x32\x18.c2d.common.v1.LogStream\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc4\x01\n\x12\x43omputeEnvironment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04\x63pus\x18\x03 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x03\x12\x12\n\ndisk_bytes\x18\x05 \x01(\x03\x12\x1c\n\x14max_duration_seconds\x18\x06 \x01(\x03\x12\x17\n\x0fnetwork_allowed\x18\x07 \x01(\x08\x12\x0c\n\x04\x66ree\x18\x08 \x01(\x08\x12\x10\n\x08runtimes\x18\t \x03(\t*V\n\nResultKind\x12\x1b\n\x17RESULT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12RESULT_KIND_OUTPUT\x10\x01\x12\x13\n\x0fRESULT_KIND_LOG\x10\x02*l\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02\x12\x15\n\x11LOG_STREAM_SYSTEM\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x32\x64/common/v1/job.proto\x12\rc2d.common.v1\x1a\x1e\x63\x32\x64/common/v1/job_status.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\x0c\x46ileLocation\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x39\n\x07headers\x18\x04 \x03(\x0b\x32(.c2d.common.v1.FileLocation.HeadersEntry\x12\x0e\n\x06method\x18\x05 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"m\n\x0c\x44\x61tasetInput\x12\x0b\n\x03\x64id\x18\x01 \x01(\t\x12*\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1b.c2d.common.v1.FileLocation\x12$\n\x03\x64\x64o\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x80\x01\n\x0e\x41lgorithmInput\x12\x0b\n\x03\x64id\x18\x01 \x01(\t\x12*\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1b.c2d.common.v1.FileLocation\x12\x10\n\x08raw_code\x18\x03 \x01(\x0c\x12\x12\n\nentrypoint\x18\x04 \x03(\t\x12\x0f\n\x07runtime\x18\x05 \x01(\t\"\xb9\x01\n\x07JobSpec\x12-\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x1b.c2d.common.v1.DatasetInput\x12\x30\n\talgorithm\x18\x02 \x01(\x0b\x32\x1d.c2d.common.v1.AlgorithmInput\x12\x16\n\x0e\x65nvironment_id\x18\x03 \x01(\t\x12\x35\n\x14\x61lgorithm_parameters\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"s\n\nResultFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.c2d.common.v1.ResultKind\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x10\n\x08location\x18\x05 \x01(\t\"\xb4\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.c2d.common.v1.JobStatus\x12\x13\n\x0bstatus_text\x18\x04 \x01(\t\x12\x14\n\x0c\x64\x61taset_dids\x18\x05 \x03(\t\x12\x15\n\ralgorithm_did\x18\x06 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\texit_code\x18\x0b \x01(\x05H\x00\x88\x01\x01\x12\x15\n\rout_of_memory\x18\x0c \x01(\x08\x12*\n\x07results\x18\r \x03(\x0b\x32\x19.c2d.common.v1.ResultFile\x12\x10\n\x08sequence\x18\x0e \x01(\x03\x42\x0c\n\n_exit_code\"\xd2\x01\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.c2d.common.v1.JobStatus\x12\x13\n\x0bstatus_text\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\texit_code\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\rout_of_memory\x18\x07 \x01(\x08\x42\x0c\n\n_exit_code\"~\n\x08LogChunk\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x06stream\x18\x02 \x01(\x0e\x32\x18.c2d.common.v1.LogStream\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc4\x01\n\x12\x43omputeEnvironment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04\x63pus\x18\x03 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x03\x12\x12\n\ndisk_bytes\x18\x05 \x01(\x03\x12\x1c\n\x14max_duration_seconds\x18\x06 \x01(\x03\x12\x17\n\x0fnetwork_allowed\x18\x07 \x01(\x08\x12\x0c\n\x04\x66ree\x18\x08 \x01(\x08\x12\x10\n\x08runtimes\x18\t \x03(\t*V\n\nResultKind\x12\x1b\n\x17RESULT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12RESULT_KIND_OUTPUT\x10\x01\x12\x13\n\x0fRESULT_KIND_LOG\x10\x02*l\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02\x12\x15\n\x11LOG_STREAM_SYSTEM\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'c2d.common.v1.job_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESULTKIND']._serialized_start=1722
-  _globals['_RESULTKIND']._serialized_end=1808
-  _globals['_LOGSTREAM']._serialized_start=1810
-  _globals['_LOGSTREAM']._serialized_end=1918
-  _globals['_FILELOCATION']._serialized_start=137
-  _globals['_FILELOCATION']._serialized_end=194
-  _globals['_DATASETINPUT']._serialized_start=196
-  _globals['_DATASETINPUT']._serialized_end=305
-  _globals['_ALGORITHMINPUT']._serialized_start=308
-  _globals['_ALGORITHMINPUT']._serialized_end=436
-  _globals['_JOBSPEC']._serialized_start=439
-  _globals['_JOBSPEC']._serialized_end=624
-  _globals['_RESULTFILE']._serialized_start=626
-  _globals['_RESULTFILE']._serialized_end=741
-  _globals['_JOB']._serialized_start=744
-  _globals['_JOB']._serialized_end=1180
-  _globals['_JOBEVENT']._serialized_start=1183
-  _globals['_JOBEVENT']._serialized_end=1393
-  _globals['_LOGCHUNK']._serialized_start=1395
-  _globals['_LOGCHUNK']._serialized_end=1521
-  _globals['_COMPUTEENVIRONMENT']._serialized_start=1524
-  _globals['_COMPUTEENVIRONMENT']._serialized_end=1720
+  _globals['_FILELOCATION_HEADERSENTRY']._loaded_options = None
+  _globals['_FILELOCATION_HEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_RESULTKIND']._serialized_start=1846
+  _globals['_RESULTKIND']._serialized_end=1932
+  _globals['_LOGSTREAM']._serialized_start=1934
+  _globals['_LOGSTREAM']._serialized_end=2042
+  _globals['_FILELOCATION']._serialized_start=138
+  _globals['_FILELOCATION']._serialized_end=318
+  _globals['_FILELOCATION_HEADERSENTRY']._serialized_start=272
+  _globals['_FILELOCATION_HEADERSENTRY']._serialized_end=318
+  _globals['_DATASETINPUT']._serialized_start=320
+  _globals['_DATASETINPUT']._serialized_end=429
+  _globals['_ALGORITHMINPUT']._serialized_start=432
+  _globals['_ALGORITHMINPUT']._serialized_end=560
+  _globals['_JOBSPEC']._serialized_start=563
+  _globals['_JOBSPEC']._serialized_end=748
+  _globals['_RESULTFILE']._serialized_start=750
+  _globals['_RESULTFILE']._serialized_end=865
+  _globals['_JOB']._serialized_start=868
+  _globals['_JOB']._serialized_end=1304
+  _globals['_JOBEVENT']._serialized_start=1307
+  _globals['_JOBEVENT']._serialized_end=1517
+  _globals['_LOGCHUNK']._serialized_start=1519
+  _globals['_LOGCHUNK']._serialized_end=1645
+  _globals['_COMPUTEENVIRONMENT']._serialized_start=1648
+  _globals['_COMPUTEENVIRONMENT']._serialized_end=1844
 # @@protoc_insertion_point(module_scope)

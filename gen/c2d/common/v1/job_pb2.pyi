@@ -33,14 +33,25 @@ LOG_STREAM_STDERR: LogStream
 LOG_STREAM_SYSTEM: LogStream
 
 class FileLocation(_message.Message):
-    __slots__ = ("url", "sha256", "size")
+    __slots__ = ("url", "sha256", "size", "headers", "method")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     URL_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
     url: str
     sha256: str
     size: int
-    def __init__(self, url: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+    headers: _containers.ScalarMap[str, str]
+    method: str
+    def __init__(self, url: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., headers: _Optional[_Mapping[str, str]] = ..., method: _Optional[str] = ...) -> None: ...
 
 class DatasetInput(_message.Message):
     __slots__ = ("did", "files", "ddo")
