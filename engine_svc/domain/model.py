@@ -21,6 +21,8 @@ class Environment:
     free: bool = True
     runtimes: tuple[str, ...] = ("python3",)
     max_processes: int = 256
+    # GPUs the algorithm gets (the Kubernetes backend requests them as nvidia.com/gpu).
+    gpus: int = 0
 
 
 @dataclass(frozen=True)
