@@ -97,9 +97,11 @@ class ChainSettings:
         return str(Account.from_key(self.provider_key).address)
 
     @classmethod
-    def from_env(cls) -> ChainSettings | None:
-        """The settings from C2D_CHAIN_* and C2D_PROVIDER_*; None when no chain is configured
-        (C2D_CHAIN_RPC_URL unset), i.e. the provider checks no orders."""
+    def from_env(cls, provider_key: str | None = None) -> ChainSettings | None:
+        """The settings from C2D_CHAIN_*, C2D_MIN_CONFIRMATIONS and C2D_PROVIDER_*; None when no
+        chain is configured (C2D_CHAIN_RPC_URL unset): the provider then checks no orders. The
+        signer is `provider_key` when given (the provider's own identity key), else
+        C2D_PROVIDER_KEY, else the file C2D_PROVIDER_KEY_FILE names."""
         rpc_url = env_str("C2D_CHAIN_RPC_URL", "").strip()
         if not rpc_url:
             return None
@@ -112,7 +114,7 @@ class ChainSettings:
         return cls(
             rpc_url=rpc_url,
             chain_id=chain_id,
-            provider_key=_provider_key_from_env(),
+            provider_key=provider_key or _provider_key_from_env(),
             min_confirmations=env_int("C2D_MIN_CONFIRMATIONS", cls.min_confirmations),
             provider_fee_token=env_str("C2D_PROVIDER_FEE_TOKEN", "").strip() or ZERO_ADDRESS,
             provider_fee_amount=env_int("C2D_PROVIDER_FEE_AMOUNT", cls.provider_fee_amount),
@@ -121,11 +123,10 @@ class ChainSettings:
 
 
 def _provider_key_from_env() -> str:
+    # As the provider's own settings read it: the key itself wins over the file.
     key = env_str("C2D_PROVIDER_KEY", "").strip()
     key_file = env_str("C2D_PROVIDER_KEY_FILE", "").strip()
-    if key and key_file:
-        raise ConfigError("set C2D_PROVIDER_KEY or C2D_PROVIDER_KEY_FILE, not both")
-    if key_file:
+    if not key and key_file:
         try:
             key = Path(key_file).read_text().strip()
         except OSError as exc:
@@ -449,6 +450,7 @@ class OrderChecker:
 
     def __init__(self, settings: ChainSettings):
         self.settings = settings
+        self.chain_id = settings.chain_id
         self.provider_address = settings.provider_address
         self.web3 = AsyncWeb3(
             AsyncHTTPProvider(

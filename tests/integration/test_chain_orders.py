@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,8 +15,11 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
+from c2d_common.env import ConfigError
 from provider_svc.infra.chain import (
     ONE_DATATOKEN,
+    ZERO_ADDRESS,
+    ChainSettings,
     ChainUnavailable,
     MalformedOrderTx,
     NotAnOrder,
@@ -591,3 +595,90 @@ async def test_a_node_on_another_chain_checks_no_order(ocean_chain: OceanChain) 
     async with OrderChecker(ocean_chain.chain_settings(chain_id=1)) as checker:
         with pytest.raises(ChainUnavailable, match="misconfigured"):
             await verify(checker, ocean_chain, tx_hash, datatoken)
+
+
+# --- settings -----------------------------------------------------------------------------------------
+
+CHAIN_VARIABLES = [
+    "C2D_CHAIN_RPC_URL",
+    "C2D_CHAIN_ID",
+    "C2D_PROVIDER_KEY",
+    "C2D_PROVIDER_KEY_FILE",
+    "C2D_MIN_CONFIRMATIONS",
+    "C2D_PROVIDER_FEE_TOKEN",
+    "C2D_PROVIDER_FEE_AMOUNT",
+    "C2D_PROVIDER_FEE_VALIDITY_SECONDS",
+]
+KEY = "0x" + "4c" * 32
+
+
+@pytest.fixture
+def chain_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in CHAIN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_without_an_rpc_url_the_provider_checks_no_chain(chain_env: pytest.MonkeyPatch) -> None:
+    chain_env.setenv("C2D_PROVIDER_KEY", KEY)
+    assert ChainSettings.from_env() is None
+
+
+def test_chain_settings_from_the_environment(chain_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    chain_env.setenv("C2D_CHAIN_RPC_URL", "http://127.0.0.1:8545")
+    chain_env.setenv("C2D_CHAIN_ID", "31337")
+    (tmp_path / "key").write_text(KEY + "\n")
+    chain_env.setenv("C2D_PROVIDER_KEY_FILE", str(tmp_path / "key"))
+
+    settings = ChainSettings.from_env()
+
+    assert settings == ChainSettings(rpc_url="http://127.0.0.1:8545", chain_id=31337, provider_key=KEY)
+    assert (settings.min_confirmations, settings.provider_fee_token, settings.provider_fee_amount) == (
+        1,
+        ZERO_ADDRESS,
+        0,
+    )
+    assert settings.fee_validity_seconds == 3600
+    assert KEY.removeprefix("0x") not in repr(settings)
+
+    token = "0x" + "ab" * 20
+    chain_env.setenv("C2D_MIN_CONFIRMATIONS", "12")
+    chain_env.setenv("C2D_PROVIDER_FEE_TOKEN", token)
+    chain_env.setenv("C2D_PROVIDER_FEE_AMOUNT", str(10**30))
+    chain_env.setenv("C2D_PROVIDER_FEE_VALIDITY_SECONDS", "600")
+    settings = ChainSettings.from_env(provider_key="0x" + "5d" * 32)
+    assert settings is not None
+    assert (settings.min_confirmations, settings.provider_fee_token, settings.provider_fee_amount) == (
+        12,
+        token,
+        10**30,
+    )
+    assert settings.fee_validity_seconds == 600
+    assert settings.provider_key == "0x" + "5d" * 32
+
+
+@pytest.mark.parametrize(
+    ("variables", "complaint"),
+    [
+        ({"C2D_PROVIDER_KEY": KEY}, "C2D_CHAIN_ID must be set"),
+        ({"C2D_CHAIN_ID": "31337"}, "needs its signer key"),
+        ({"C2D_CHAIN_ID": "31337", "C2D_PROVIDER_KEY_FILE": "/nonexistent/key"}, "cannot be read"),
+        ({"C2D_CHAIN_ID": "31337", "C2D_PROVIDER_KEY": "0x1234"}, "not a hex private key"),
+        ({"C2D_CHAIN_ID": "x", "C2D_PROVIDER_KEY": KEY}, "C2D_CHAIN_ID='x' is not an integer"),
+        ({"C2D_CHAIN_ID": "1", "C2D_PROVIDER_KEY": KEY, "C2D_MIN_CONFIRMATIONS": "0"}, "at least 1"),
+        ({"C2D_CHAIN_ID": "1", "C2D_PROVIDER_KEY": KEY, "C2D_PROVIDER_FEE_TOKEN": "ocean"}, "not an address"),
+        ({"C2D_CHAIN_ID": "1", "C2D_PROVIDER_KEY": KEY, "C2D_PROVIDER_FEE_AMOUNT": "-1"}, "negative"),
+        (
+            {"C2D_CHAIN_ID": "1", "C2D_PROVIDER_KEY": KEY, "C2D_PROVIDER_FEE_VALIDITY_SECONDS": "0"},
+            "positive",
+        ),
+    ],
+)
+def test_chain_settings_that_cannot_work_stop_the_start(
+    chain_env: pytest.MonkeyPatch, variables: dict[str, str], complaint: str
+) -> None:
+    chain_env.setenv("C2D_CHAIN_RPC_URL", "http://127.0.0.1:8545")
+    for name, value in variables.items():
+        chain_env.setenv(name, value)
+    with pytest.raises(ConfigError, match=complaint):
+        ChainSettings.from_env()
