@@ -7,6 +7,7 @@ from pathlib import Path
 
 from c2d_common.env import ConfigError, env_bool, env_int, env_paths, env_str
 from c2d_common.file_urls import FileUrlPolicy
+from c2d_common.storage import StorageSettings
 from engine_svc.domain.model import Environment
 
 GiB = 1024**3
@@ -56,6 +57,8 @@ class EngineSettings:
     # http(s) inputs from private addresses: off, so a dataset URL cannot reach this machine's or
     # this network's own services; on where the publisher's data lives on its private network.
     allow_private_input_hosts: bool = False
+    # Inputs from S3 and IPFS, the result store (local, S3 or IPFS), quotas: see docs/storage.md.
+    storage: StorageSettings = field(default_factory=StorageSettings)
     port_file: str | None = None
     # host:port of the Prometheus /metrics endpoint; empty: none.
     metrics_listen: str | None = None
@@ -89,6 +92,7 @@ class EngineSettings:
             allow_private_input_hosts=env_bool(
                 "C2D_ALLOW_PRIVATE_INPUT_HOSTS", cls.allow_private_input_hosts
             ),
+            storage=StorageSettings.from_env(),
             port_file=env_str("C2D_PORT_FILE", "") or None,
             metrics_listen=env_str("C2D_METRICS_LISTEN", "") or None,
         )

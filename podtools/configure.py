@@ -1,12 +1,29 @@
-"""podtools configure: provisions a job's sandbox (Ocean's pod-configuration).
+"""podtools configure: provisions a job's sandbox or pod (Ocean's pod-configuration).
 
     /data/inputs/<did>/0..N            each dataset's files, in DDO order
     /data/inputs/algoCustomData.json   the algorithm's parameters
     /data/transformations/algorithm    the algorithm (then 1..N for its further files)
     /data/ddos/<did>                   each dataset's DDO
 
-Usage: python -m podtools.configure JOB_JSON RESULT_JSON. Exit 0 when everything is in place;
-otherwise 2, with {"ok": false, "failed_input": "data"|"algorithm", "reason": ...} in RESULT_JSON.
+Usage: python -m podtools.configure JOB_JSON RESULT_JSON
+
+JOB_JSON (written by the engine):
+    {"datasets": [{"did": "did:op:…", "files": [FILE, …], "ddo": {…}}, …],
+     "algorithm": {"did": "…", "files": [FILE, …], "raw_code": "<base64>"},
+     "algorithm_parameters": {…},
+     "allow_private_hosts": false,      http(s) inputs from loopback/private addresses too
+     "parallel_fetches": 4,             files fetched at once
+     "stall_seconds": 60,               a connection silent this long is broken (then resumed)
+     "max_input_bytes": 0}              all inputs together at most (0: no limit)
+    FILE: {"url": "https://…" | "s3://bucket/key" | "ipfs://CID" | "file:///…",
+           "sha256": "<hex>" (optional), "size": <bytes> (optional, 0: unknown),
+           "method": "GET"|"POST" (http), "headers": {…} (http, the publisher's)}
+S3 and IPFS come from the environment: C2D_S3_* and C2D_IPFS_* (docs/storage.md).
+
+Exit 0 when everything is in place; otherwise 2, with {"ok": false, "failed_input": "data" |
+"algorithm", "reason": ...} in RESULT_JSON. All files are fetched in parallel; the first failure
+stops the others. A DID becomes a folder name only if it is a plain DID; nothing is ever written
+through a symbolic link.
 """
 
 from __future__ import annotations
@@ -17,8 +34,9 @@ import os
 import re
 import sys
 
-from podtools.fetch import FetchError, fetch
+from podtools.fetch import FetchError, Options, fetch
 from podtools.resultfile import write_result
+from podtools.safepath import UnsafeName, open_folder, write_new
 
 INPUTS = "/data/inputs"
 TRANSFORMATIONS = "/data/transformations"
@@ -35,55 +53,112 @@ class ProvisioningError(Exception):
 def _safe_did(did: str) -> str:
     # A DID becomes a folder name: it must never contain a separator or "..".
     if not _SAFE_DID.fullmatch(did) or ".." in did:
-        raise ProvisioningError("data", f"DID {did!r} cannot be used as a folder name")
+        raise ProvisioningError("data", f"DID {did[:200]!r} cannot be used as a folder name")
     return did
 
 
-def provision(plan: dict) -> None:  # a JSON object (bare dict: no typing import, see __init__)
-    public_only = not plan.get("allow_private_hosts", False)
-    for dataset in plan["datasets"]:
-        did = _safe_did(dataset["did"])
-        folder = os.path.join(INPUTS, did)
-        os.makedirs(folder, exist_ok=True)
-        for index, location in enumerate(dataset["files"]):
-            try:
-                fetch(
-                    location["url"],
-                    os.path.join(folder, str(index)),
-                    location.get("sha256", ""),
-                    int(location.get("size") or 0),
-                    public_only,
-                )
-            except FetchError as exc:
-                raise ProvisioningError("data", f"dataset {did} file {index}: {exc}") from exc
-        with open(os.path.join(DDOS, did), "w") as handle:
-            json.dump(dataset.get("ddo") or {}, handle)
+class _Task:
+    __slots__ = ("failed_input", "folder_fd", "label", "location", "name")
 
-    with open(os.path.join(INPUTS, "algoCustomData.json"), "w") as handle:
-        json.dump(plan.get("algorithm_parameters") or {}, handle)
+    def __init__(self, failed_input: str, label: str, location: dict, folder_fd: int, name: str):
+        self.failed_input = failed_input
+        self.label = label
+        self.location = location
+        self.folder_fd = folder_fd
+        self.name = name
 
+
+def provision(
+    plan: dict, inputs: str = INPUTS, transformations: str = TRANSFORMATIONS, ddos: str = DDOS
+) -> None:  # plan: a JSON object (a bare dict: no typing import, see __init__)
+    options = Options(
+        public_only=not plan.get("allow_private_hosts", False),
+        stall_seconds=float(plan.get("stall_seconds") or 60),
+        max_total_bytes=int(plan.get("max_input_bytes") or 0),
+    )
+    folders: list[int] = []
+    try:
+        tasks = _plan_tasks(plan, inputs, transformations, ddos, folders)
+        _fetch_all(tasks, options, int(plan.get("parallel_fetches") or 4))
+        algorithm_fd = folders[0]
+        try:
+            os.stat("algorithm", dir_fd=algorithm_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise ProvisioningError("algorithm", "the algorithm has no code") from None
+    finally:
+        for fd in folders:
+            os.close(fd)
+
+
+def _plan_tasks(plan: dict, inputs: str, transformations: str, ddos: str, folders: list[int]) -> list[_Task]:
+    """Makes the folders, writes what the plan holds inline, and lists the files to fetch."""
+    tasks: list[_Task] = []
     algorithm = plan["algorithm"]
+    algorithm_fd = open_folder(transformations)
+    folders.append(algorithm_fd)
+    try:
+        inputs_fd = open_folder(inputs)
+        folders.append(inputs_fd)
+        ddos_fd = open_folder(ddos)
+        folders.append(ddos_fd)
+        for dataset in plan["datasets"]:
+            did = _safe_did(dataset["did"])
+            folder_fd = open_folder(inputs, did)
+            folders.append(folder_fd)
+            for index, location in enumerate(dataset["files"]):
+                tasks.append(_Task("data", f"dataset {did} file {index}", location, folder_fd, str(index)))
+            write_new(ddos_fd, did, json.dumps(dataset.get("ddo") or {}).encode())
+        write_new(
+            inputs_fd, "algoCustomData.json", json.dumps(plan.get("algorithm_parameters") or {}).encode()
+        )
+    except UnsafeName as exc:
+        # A name twice (two datasets with one DID) or a link where a folder should be.
+        raise ProvisioningError("data", f"the inputs cannot be laid out: {exc}") from None
+
     names = ["algorithm", *[str(i) for i in range(1, len(algorithm["files"]) + 1)]]
     raw = base64.b64decode(algorithm.get("raw_code") or "")
     if raw:
-        with open(os.path.join(TRANSFORMATIONS, names.pop(0)), "wb") as handle:
-            handle.write(raw)
+        write_new(algorithm_fd, names.pop(0), raw)
     for name, location in zip(names, algorithm["files"], strict=False):
+        tasks.append(_Task("algorithm", f"algorithm file {name}", location, algorithm_fd, name))
+    return tasks
+
+
+def _fetch_all(tasks: list[_Task], options: Options, parallel: int) -> None:
+    """Fetches every file, several at once; the first failure stops the rest and is raised."""
+
+    def run(task: _Task) -> None:
         try:
-            fetch(
-                location["url"],
-                os.path.join(TRANSFORMATIONS, name),
-                location.get("sha256", ""),
-                int(location.get("size") or 0),
-                public_only,
-            )
+            fetch(task.location, task.folder_fd, task.name, options)
         except FetchError as exc:
-            raise ProvisioningError("algorithm", f"algorithm file {name}: {exc}") from exc
-    if not os.path.exists(os.path.join(TRANSFORMATIONS, "algorithm")):
-        raise ProvisioningError("algorithm", "the algorithm has no code")
+            options.cancel.set()
+            raise ProvisioningError(task.failed_input, f"{task.label}: {exc}") from None
+        except BaseException:
+            options.cancel.set()
+            raise
+
+    if len(tasks) <= 1 or parallel <= 1:
+        for task in tasks:
+            run(task)
+        return
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(max_workers=min(parallel, len(tasks))) as pool:
+        futures = [pool.submit(run, task) for task in tasks]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            future.cancel()
+    failures = [e for f in futures if not f.cancelled() and (e := f.exception()) is not None]
+    # The failure that stopped the others, not a "cancelled" it caused.
+    failures.sort(key=lambda e: "cancelled: another input failed" in str(e))
+    if failures:
+        raise failures[0]
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[1] in ("-h", "--help"):
+        print(__doc__, file=sys.stderr)
+        return 64
     plan_path, result_path = argv[1], argv[2]
     try:
         with open(plan_path) as handle:

@@ -1,85 +1,409 @@
-"""Fetching one input file to disk, streamed, with its checksum and size checked on the way."""
+"""Fetching one input file to disk: streamed in 1 MiB pieces (flat memory whatever the size), its
+size and sha256 checked on the way, resumed where it stopped when a connection breaks or stalls.
+
+Sources: http(s):// (the publisher's method and headers; public hosts only unless the engine allows
+private ones, redirects included; the headers never follow a redirect to another host),
+s3://bucket/key (the suite's endpoint and credentials, see s3.py), ipfs://CID (a gateway, or
+Kubo's RPC API `cat`, see ipfs.py), file:// (bound into the sandbox by the engine).
+
+Every message that can reach the consumer names no location and no header: the publisher's
+secrets stay with the publisher.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import shutil
-from urllib.parse import unquote, urlparse
+import socket
+import threading
+import time
+from urllib.parse import urljoin
+
+from podtools import httpio
+from podtools.safepath import UnsafeName, create_file
 
 CHUNK = 1024 * 1024
-HTTP_TIMEOUT_SECONDS = 60
+ATTEMPTS = 3
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class FetchError(Exception):
     pass
 
 
-def _open_http(url: str, public_only: bool):
-    import urllib.request  # here, not at the top: it costs ~18 ms of imports per sandbox
-
-    from podtools.hosts import check_public
-
-    class CheckedRedirects(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, req, fp, code, msg, headers, newurl):
-            if public_only:
-                check_public(newurl)  # a public URL must not bounce the fetch to a private host
-            return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-    if public_only:
-        check_public(url)
-    opener = urllib.request.build_opener(CheckedRedirects)
-    request = urllib.request.Request(url, headers={"User-Agent": "c2d-podtools/0.1"})
-    return opener.open(request, timeout=HTTP_TIMEOUT_SECONDS)
+class _Retry(Exception):
+    """A failure worth another attempt (a broken or stalled connection, a 5xx); its text is safe."""
 
 
-def fetch(
-    url: str, destination: str, expected_sha256: str = "", expected_size: int = 0, public_only: bool = True
-) -> tuple[int, str]:
-    """Writes the content at url to destination; answers (size, sha256). With public_only, http(s)
-    inputs come only from public addresses (see hosts.py)."""
-    parsed = urlparse(url)
-    digest = hashlib.sha256()
-    size = 0
+class Options:
+    """What every fetch of one job shares: its limits, and a flag that stops them all."""
+
+    def __init__(self, public_only: bool = True, stall_seconds: float = 60.0, max_total_bytes: int = 0):
+        self.public_only = public_only
+        self.stall_seconds = stall_seconds
+        self.max_total_bytes = max_total_bytes
+        self.cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._total = 0
+
+    def take(self, size: int) -> None:
+        if self.cancel.is_set():
+            raise FetchError("cancelled: another input failed")
+        if not self.max_total_bytes:
+            return
+        with self._lock:
+            self._total += size
+            over = self._total > self.max_total_bytes
+        if over:
+            raise FetchError(
+                f"the inputs are larger than this engine's limit of {self.max_total_bytes} bytes"
+            )
+
+
+class Body:
+    """A response being read: `start` is the offset of its first byte (0 when the server sends the
+    whole content again), `total` the content's whole size when the server said it."""
+
+    def __init__(self, start: int, total: int | None, readinto, close):
+        self.start = start
+        self.total = total
+        self.readinto = readinto
+        self.close = close
+
+
+# --- sources ------------------------------------------------------------------------------------------
+
+
+class HttpSource:
+    def __init__(
+        self,
+        url: str,
+        options: Options,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        public_only: bool = True,
+    ):
+        self.url = url
+        self.method = (method or "GET").upper()
+        if self.method not in ("GET", "POST"):
+            raise FetchError(f"HTTP method {self.method[:10]!r} is not supported (GET or POST)")
+        self.headers = dict(headers or {})
+        self.options = options
+        self.public_only = public_only
+        # The first answer's ETag (or Last-Modified): a resumed request asks for the rest only if
+        # the content is still the same (If-Range), otherwise gets it whole again.
+        self.validator: str | None = None
+
+    def open(self, offset: int) -> Body:
+        url, method = self.url, self.method
+        first_origin = httpio.origin(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            if self.public_only:
+                from podtools.hosts import check_public
+
+                check_public(url)  # a public URL must not bounce the fetch to a private host
+            # The publisher's headers (an API token, say) go to the publisher's host only.
+            headers = dict(self.headers) if httpio.origin(url) == first_origin else {}
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+                if self.validator:
+                    headers["If-Range"] = self.validator
+            response = httpio.request(method, url, headers, timeout=self.options.stall_seconds)
+            status = response.status
+            if status in _REDIRECTS:
+                target = response.getheader("Location")
+                response.close()
+                if not target:
+                    raise FetchError(f"the server answered HTTP {status} without a Location")
+                url = urljoin(url, target)
+                if status == 303 or (status in (301, 302) and method == "POST"):
+                    method = "GET"
+                continue
+            if status in (200, 206):
+                return self._body(response, offset)
+            response.close()
+            if status == 416 and offset:
+                return self._restart()
+            if status >= 500 or status == 429:
+                raise _Retry(f"the server answered HTTP {status}")
+            raise FetchError(f"the server answered HTTP {status} {response.reason[:60]}".rstrip())
+        raise FetchError(f"more than {MAX_REDIRECTS} redirects")
+
+    def _restart(self) -> Body:
+        self.validator = None
+        return self.open(0)
+
+    def _body(self, response, offset: int) -> Body:
+        start, total = 0, _int(response.getheader("Content-Length"))
+        if response.status == 206:
+            parsed = _content_range(response.getheader("Content-Range"))
+            if parsed is None or parsed[0] != offset:
+                response.close()
+                return self._restart()
+            start, total = parsed
+        if self.validator is None:
+            etag = response.getheader("ETag")
+            self.validator = (
+                etag if etag and not etag.startswith("W/") else response.getheader("Last-Modified")
+            )
+        return Body(start, total, response.readinto, response.close)
+
+
+class IpfsApiSource:
+    """`cat` through Kubo's HTTP RPC API (POST, as Kubo requires), resumed with its offset."""
+
+    def __init__(self, api: str, path: str, options: Options, timeout: float):
+        self.api = api.rstrip("/")
+        self.path = path
+        self.options = options
+        self.timeout = timeout
+
+    def open(self, offset: int) -> Body:
+        from urllib.parse import quote
+
+        # Without a timeout, js-ipfs and Kubo wait for ever for a CID they cannot find.
+        url = (
+            f"{self.api}/api/v0/cat?arg={quote(self.path, safe='/')}&offset={offset}"
+            f"&timeout={int(self.timeout)}s"
+        )
+        response = httpio.request("POST", url, timeout=max(self.options.stall_seconds, self.timeout + 5))
+        if response.status != 200:
+            message = _ipfs_message(response.read(4096)).replace(self.path, "<location>")
+            response.close()
+            if response.status >= 502:
+                raise _Retry(f"the IPFS node answered HTTP {response.status}")
+            raise FetchError(f"the IPFS node could not read the content: {message}")
+        return Body(offset, None, response.readinto, response.close)
+
+
+class S3Source:
+    def __init__(self, url: str, options: Options):
+        from podtools import s3
+
+        self.bucket, self.key = s3.split(url)
+        self.options = options
+        self.etag: str | None = None
+
+    def open(self, offset: int) -> Body:
+        from podtools import s3
+
+        arguments = {"Bucket": self.bucket, "Key": self.key}
+        if offset:
+            arguments["Range"] = f"bytes={offset}-"
+        if self.etag:
+            arguments["IfMatch"] = self.etag  # resumed only while the object is the same
+        try:
+            response = s3.client(read_timeout=self.options.stall_seconds).get_object(**arguments)
+        except Exception as exc:
+            raise _s3_failure(exc) from None
+        self.etag = self.etag or response.get("ETag")
+        total = _int(str(response.get("ContentLength", "")))
+        content_range = _content_range(response.get("ContentRange"))
+        if content_range is not None:
+            total = content_range[1]
+        elif offset:
+            total = None
+        stream = response["Body"]
+
+        def readinto(view: memoryview) -> int:
+            try:
+                data = stream.read(len(view))
+            except Exception as exc:
+                raise _s3_failure(exc) from None
+            view[: len(data)] = data
+            return len(data)
+
+        return Body(offset, total, readinto, stream.close)
+
+
+class FileSource:
+    def __init__(self, path: str):
+        self.path = path
+
+    def open(self, offset: int) -> Body:
+        handle = open(self.path, "rb")  # noqa: SIM115 (the Body closes it)
+        handle.seek(offset)
+        return Body(offset, os.fstat(handle.fileno()).st_size, handle.readinto, handle.close)
+
+
+def source_for(location: dict, options: Options):
+    url = location["url"]
+    scheme = url.partition(":")[0].lower()
+    if scheme in ("http", "https"):
+        return HttpSource(
+            url, options, location.get("method") or "GET", location.get("headers"), options.public_only
+        )
+    if scheme == "s3":
+        return S3Source(url, options)
+    if scheme == "ipfs":
+        from podtools import ipfs
+
+        path = url[len("ipfs://") :]
+        gateway = ipfs.gateway_url()
+        if gateway:
+            from urllib.parse import quote
+
+            return HttpSource(f"{gateway}/ipfs/{quote(path, safe='/')}", options, public_only=False)
+        api = ipfs.api_url()
+        if not api:
+            raise FetchError("this engine has no IPFS gateway or API configured")
+        return IpfsApiSource(api, path, options, ipfs.timeout_seconds())
+    if scheme == "file":
+        from urllib.parse import unquote, urlparse
+
+        return FileSource(unquote(urlparse(url).path))
+    raise FetchError(f"unsupported URL scheme {scheme[:20]!r}")
+
+
+# --- the fetch ----------------------------------------------------------------------------------------
+
+
+def fetch(location: dict, folder_fd: int, name: str, options: Options) -> tuple[int, str]:
+    """Writes the content at location["url"] to the file `name` of the folder; answers (size,
+    sha256). The file appears only once complete and checked (it is written as name.part)."""
+    expected_size = int(location.get("size") or 0)
+    expected_sha256 = str(location.get("sha256") or "").lower()
+    part = name + ".part"
     try:
-        if parsed.scheme == "file":
-            source = open(unquote(parsed.path), "rb")  # noqa: SIM115 (closed below)
-        elif parsed.scheme in ("http", "https"):
-            source = _open_http(url, public_only)
-        else:
-            raise FetchError(f"unsupported URL scheme {parsed.scheme!r}")
-        with source, open(destination + ".part", "wb") as sink:
-            while True:
-                chunk = source.read(CHUNK)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if expected_size and size > expected_size:
-                    raise FetchError(f"more than the declared {expected_size} bytes")
-                digest.update(chunk)
-                sink.write(chunk)
-    except FetchError:
-        _discard(destination + ".part")
-        raise
-    except Exception as exc:  # OSError, ValueError, http.client's own errors, …
-        _discard(destination + ".part")
-        # Messages reach the consumer; the location is the publisher's secret.
-        if exc.__class__.__name__ == "HostRefused":
-            raise FetchError(str(exc)) from exc
-        raise FetchError(f"{type(exc).__name__}: {exc}".replace(url, "<location>")) from exc
-    if expected_size and size != expected_size:
-        _discard(destination + ".part")
-        raise FetchError(f"{size} bytes where {expected_size} were declared")
-    actual = digest.hexdigest()
-    if expected_sha256 and actual != expected_sha256.lower():
-        _discard(destination + ".part")
-        # The actual digest is not shown: it is a fingerprint of the publisher's private data.
-        raise FetchError("content does not match the declared sha256")
-    shutil.move(destination + ".part", destination)
+        source = source_for(location, options)
+        fd = create_file(folder_fd, part)
+    except UnsafeName as exc:
+        raise FetchError(str(exc)) from None
+    try:
+        try:
+            size, digest = _download(source, fd, expected_size, options)
+        finally:
+            os.close(fd)
+        if expected_size and size != expected_size:
+            raise FetchError(f"{size} bytes where {expected_size} were declared")
+        actual = digest.hexdigest()
+        if expected_sha256 and actual != expected_sha256:
+            # The actual digest is not shown: it is a fingerprint of the publisher's private data.
+            raise FetchError("content does not match the declared sha256")
+        # link, not rename: it never replaces whatever has the name (a planted link included).
+        os.link(part, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd, follow_symlinks=False)
+    except FileExistsError:
+        raise FetchError(f"{name!r} exists already") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(part, dir_fd=folder_fd)
     return size, actual
 
 
-def _discard(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+def _download(source, fd: int, expected_size: int, options: Options):
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    size = 0
+    digest = hashlib.sha256()
+    failures = 0
+    while True:
+        opened = False
+        try:
+            body = source.open(size)
+            opened = True
+            try:
+                if body.start != size:  # the server sends everything again: start over
+                    os.ftruncate(fd, 0)
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    size, digest = 0, hashlib.sha256()
+                if expected_size and body.total is not None and body.total > expected_size:
+                    raise FetchError(
+                        f"the server announces {body.total} bytes, more than the declared {expected_size}"
+                    )
+                while True:
+                    count = body.readinto(view)
+                    if not count:
+                        break
+                    size += count
+                    if expected_size and size > expected_size:
+                        raise FetchError(f"more than the declared {expected_size} bytes")
+                    options.take(count)
+                    piece = view[:count]
+                    digest.update(piece)
+                    while piece:
+                        piece = piece[os.write(fd, piece) :]
+                if body.total is not None and size < body.total:
+                    raise _Retry(f"the connection ended after {size} of {body.total} bytes")
+                return size, digest
+            finally:
+                body.close()
+        except FetchError:
+            raise
+        except Exception as exc:
+            reason = _transient(exc, opened, size, options)
+            failures += 1
+            if failures >= ATTEMPTS or options.cancel.is_set():
+                raise FetchError(f"{reason}; gave up after {failures} attempts") from None
+            time.sleep(0.25 * 2**failures)
+
+
+def _transient(exc: Exception, opened: bool, size: int, options: Options) -> str:
+    """Why an attempt failed, when another may succeed; raises FetchError when none can."""
+    import http.client
+
+    name = type(exc).__name__
+    if isinstance(exc, _Retry):
+        return str(exc)
+    if name == "HostRefused" or isinstance(exc, httpio.BadUrl):
+        raise FetchError(str(exc)) from None
+    if isinstance(exc, socket.gaierror):
+        raise FetchError("the host name does not resolve") from None
+    if "SSL" in name or "Certificate" in name:
+        raise FetchError(f"the TLS connection failed ({name})") from None
+    if isinstance(exc, TimeoutError):
+        if opened:
+            return f"the server stopped sending after {size} bytes (nothing for {options.stall_seconds:g} s)"
+        return f"the server did not answer within {options.stall_seconds:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return "the server refused the connection"
+    if isinstance(exc, http.client.IncompleteRead | ConnectionResetError | http.client.RemoteDisconnected):
+        return f"the connection broke after {size} bytes"
+    if isinstance(exc, OSError | http.client.HTTPException):
+        return f"the connection failed ({name})"
+    raise FetchError(f"the download failed ({name})") from None
+
+
+def _s3_failure(exc: Exception) -> Exception:
+    from podtools import s3
+
+    text = s3.error_text(exc)
+    if type(exc).__name__ in (
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        "IncompleteReadError",
+        "ResponseStreamingError",
+        "ProtocolError",
+    ):
+        return _Retry(text)
+    return FetchError(text)
+
+
+def _int(raw: str | None) -> int | None:
+    try:
+        return int(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _content_range(raw: str | None) -> tuple[int, int | None] | None:
+    """(first byte, whole size or None) of a Content-Range header such as "bytes 100-199/200"."""
+    if not raw or not raw.startswith("bytes "):
+        return None
+    span, _, whole = raw[6:].partition("/")
+    first = _int(span.partition("-")[0])
+    if first is None:
+        return None
+    return first, _int(whole)
+
+
+def _ipfs_message(raw: bytes) -> str:
+    import json
+
+    try:
+        return str(json.loads(raw).get("Message", ""))[:200] or "no reason given"
+    except ValueError:
+        return raw[:200].decode(errors="replace")

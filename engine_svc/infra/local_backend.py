@@ -7,7 +7,8 @@ Layout of a job's workspace (host side), all deleted when the job ends:
     <work_dir>/<job_id>/c2d/out/              podtools' result file
     <work_dir>/<job_id>/c2d/algorithm-logs/   the algorithm's stdout and stderr, as captured
 
-Results go to <results_dir>/<job_id>/{outputs,logs}/ (the local result store).
+Results go to <results_dir>/<job_id>/{outputs,logs}/ (the local result store), or to the S3 or
+IPFS result store the storage settings name (c2d_common/storage.py, docs/storage.md).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
+import stat
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ from google.protobuf import json_format
 
 from c2d.common.v1 import job_pb2
 from c2d_common.file_urls import FileUrlPolicy, FileUrlRefused
+from c2d_common.storage import StorageRefused, StorageSettings, delete_job_results
 from engine_svc.domain.model import (
     AlgorithmOutcome,
     BackendError,
@@ -49,6 +53,24 @@ log = structlog.get_logger(__name__)
 
 PODTOOLS_DIR = Path(__file__).resolve().parents[2] / "podtools"
 READ_CHUNK = 64 * 1024
+# How long the end of a job waits for a remote store to remove a half-published result.
+REMOTE_CLEANUP_SECONDS = 20.0
+# Publisher headers podtools set themselves or that would change what is fetched.
+_RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "range",
+        "if-range",
+        "accept-encoding",
+        "te",
+    }
+)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+MAX_HEADERS = 32
+MAX_HEADER_VALUE = 8192
 SIGXCPU = int(signal.SIGXCPU)
 SIGXFSZ = int(signal.SIGXFSZ)
 
@@ -61,6 +83,9 @@ class LocalBackendSettings:
     file_policy: FileUrlPolicy | None = None
     # http(s) inputs from loopback, private or link-local addresses (see podtools/hosts.py).
     allow_private_input_hosts: bool = False
+    # S3 and IPFS inputs, the result store, quotas (c2d_common/storage.py). None: read from the
+    # environment (C2D_RESULT_STORE, C2D_S3_*, C2D_IPFS_*, …).
+    storage: StorageSettings | None = None
     # Runtime name -> interpreter on this machine, e.g. {"python3": "/usr/bin/python3"}.
     runtimes: dict[str, str] | None = None
     podtools_python: str = sys.executable
@@ -141,6 +166,10 @@ class LocalBackend:
         self.settings = settings
         self.bwrap = find_bwrap()
         self.runtimes = settings.runtimes or default_runtimes()
+        self.storage = settings.storage if settings.storage is not None else StorageSettings.from_env()
+        # Jobs whose publish to a remote store may have left files there that nothing lists yet
+        # (a publish under way, killed or timed out): removed unless the job keeps its results.
+        self._remote_results: set[str] = set()
         # The engine owns its work folder: whatever is in it now is left from an engine that died
         # (its jobs are dispatched again), and would otherwise stay on disk for ever.
         shutil.rmtree(self.settings.work_dir, ignore_errors=True)
@@ -365,7 +394,10 @@ class LocalBackend:
             result_path.unlink(missing_ok=True)
         return code, result, stderr.decode(errors="replace")[-2000:]
 
-    def podtools_sandbox(self, argv: list[str], network: str) -> SandboxSpec:
+    def podtools_sandbox(
+        self, argv: list[str], network: str, storage_env: dict[str, str] | None = None
+    ) -> SandboxSpec:
+        """storage_env: the S3/IPFS settings (credentials included), only for a podtool that uses them."""
         python = self.settings.podtools_python
         return SandboxSpec(
             # -S: no site processing (the venv's .pth files cost ~15 ms a start); the packages
@@ -380,6 +412,7 @@ class LocalBackend:
                 "LANG": "C.UTF-8",
                 "PYTHONPATH": os.pathsep.join(["/opt/c2d", *_site_packages(python)]),
                 "PYTHONDONTWRITEBYTECODE": "1",
+                **(storage_env or {}),
             },
             limits=Limits(
                 memory_bytes=None
@@ -397,7 +430,7 @@ class LocalBackend:
         root = self.workspace(job_id)
         self.create_workspace(job_id)
         try:
-            plan, sources, needs_network = self._configure_plan(job)
+            plan, sources, needs_network, needs_storage = self._configure_plan(job)
         except ValueError as exc:
             failed_input = "algorithm" if str(exc).startswith("algorithm") else "data"
             return ConfigureOutcome(False, failed_input, str(exc))
@@ -406,6 +439,7 @@ class LocalBackend:
             ["-m", "podtools.configure", "/c2d/job.json", "/c2d/out/result.json"],
             # Inputs may live on the publisher's own network, loopback included: podtools are ours.
             "host" if needs_network else "none",
+            self.storage.podtools_env() if needs_storage else None,
         )
         spec.rw_binds += [
             (self._data(job_id, "inputs"), "/data/inputs"),
@@ -429,18 +463,22 @@ class LocalBackend:
         log.warning("configure sandbox failed", exit_code=code, stderr=stderr)
         return ConfigureOutcome(False, "data", f"the configuration sandbox failed (exit code {code})")
 
-    def _configure_plan(self, job: JobContext) -> tuple[dict[str, Any], list[tuple[str, str]], bool]:
-        """What podtools configure fetches. file:// sources are bound read-only into the sandbox
-        (at /c2d/src/N) and their URLs rewritten; nothing else of the host is visible."""
+    def _configure_plan(self, job: JobContext) -> tuple[dict[str, Any], list[tuple[str, str]], bool, bool]:
+        """What podtools configure fetches (see podtools/configure.py), the host files to bind,
+        whether it needs the network, and whether the S3/IPFS settings. file:// sources are bound
+        read-only into the sandbox (at /c2d/src/N) and their URLs rewritten; nothing else of the
+        host is visible."""
         sources: list[tuple[str, str]] = []
         network = False
+        storage = False
 
         def locate(location: job_pb2.FileLocation, what: str) -> dict[str, Any]:
             # Errors name the asset and the file's index, never its location: status texts and
             # logs reach the consumer, and a dataset's location is the publisher's secret.
-            nonlocal network
+            nonlocal network, storage
             parsed = urlparse(location.url)
             url = location.url
+            entry: dict[str, Any] = {}
             if parsed.scheme == "file":
                 policy = self.settings.file_policy or FileUrlPolicy(roots=())
                 try:
@@ -454,9 +492,19 @@ class LocalBackend:
                 url = f"file://{target}"
             elif parsed.scheme in ("http", "https"):
                 network = True
+                entry.update(_http_options(location, what))
+            elif parsed.scheme in ("s3", "ipfs"):
+                try:
+                    if parsed.scheme == "s3":
+                        self.storage.check_s3_input(url)
+                    else:
+                        self.storage.check_ipfs_input(url)
+                except StorageRefused as exc:
+                    raise ValueError(f"{what}: {exc}") from None
+                network = storage = True
             else:
-                raise ValueError(f"{what} has an unsupported URL scheme {parsed.scheme!r}")
-            return {"url": url, "sha256": location.sha256, "size": location.size}
+                raise ValueError(f"{what} has an unsupported URL scheme {parsed.scheme[:20]!r}")
+            return {"url": url, "sha256": location.sha256, "size": location.size, **entry}
 
         datasets = []
         for dataset in job.spec.datasets:
@@ -481,8 +529,11 @@ class LocalBackend:
             },
             "algorithm_parameters": json_format.MessageToDict(job.spec.algorithm_parameters),
             "allow_private_hosts": self.settings.allow_private_input_hosts,
+            "stall_seconds": self.storage.input_stall_seconds,
+            "parallel_fetches": self.storage.input_parallel_fetches,
+            "max_input_bytes": self.storage.max_input_bytes,
         }
-        return plan, sources, network
+        return plan, sources, network, storage
 
     def algorithm_sandbox(self, job: JobContext) -> SandboxSpec | None:
         """The algorithm phase's sandbox (None when this engine lacks the algorithm's runtime)."""
@@ -588,6 +639,8 @@ class LocalBackend:
             + _tree_size(Path(self._data(job_id, "logs")))
             + budget.used
         )
+        for line in _unpublishable(Path(self._data(job_id, "outputs")), Path(self._data(job_id, "logs"))):
+            await on_output(job_pb2.LOG_STREAM_SYSTEM, f"[c2d] {line}\n".encode())
         return AlgorithmOutcome(
             exit_code=code,
             out_of_memory=group is not None and group.oom_kills() > 0,
@@ -625,15 +678,24 @@ class LocalBackend:
 
     async def publish(self, job: JobContext, timeout: float, include_outputs: bool = True) -> PublishOutcome:
         job_id = job.job_id
+        store = self.storage.result_store
         target = self.results(job_id)
         if target.exists():  # a previous, interrupted run of the same job
             shutil.rmtree(target)
-        target.mkdir(parents=True)
-        argv = ["-m", "podtools.publish", "/c2d/out/result.json"] + (
-            [] if include_outputs else ["--logs-only"]
-        )
-        spec = self.podtools_sandbox(argv, network="none")
-        spec.rw_binds += [(str(target), "/results"), (self._c2d(job_id, "out"), "/c2d/out")]
+        argv = ["-m", "podtools.publish", "/c2d/out/result.json", "--store", store.publish_argument(job_id)]
+        if self.storage.result_quota_bytes:
+            argv += ["--quota", str(self.storage.result_quota_bytes)]
+        if not include_outputs:
+            argv.append("--logs-only")
+        if store.remote:
+            # The publish sandbox reaches the store (and only then gets its credentials).
+            spec = self.podtools_sandbox(argv, network="host", storage_env=self.storage.podtools_env())
+            self._remote_results.add(job_id)
+        else:
+            target.mkdir(parents=True)
+            spec = self.podtools_sandbox(argv, network="none")
+            spec.rw_binds.append((str(target), "/results"))
+        spec.rw_binds.append((self._c2d(job_id, "out"), "/c2d/out"))
         spec.ro_binds += [
             (self._data(job_id, "outputs"), "/data/outputs"),
             (self._data(job_id, "logs"), "/data/logs"),
@@ -647,20 +709,30 @@ class LocalBackend:
             return PublishOutcome(False, f"publishing took longer than {timeout:.0f} s")
         if code != 0 or not result or not result.get("ok"):
             log.warning("publish sandbox failed", exit_code=code, stderr=stderr)
+            if result is not None:
+                self._remote_results.discard(job_id)  # podtools removed what they had stored
             reason = (result or {}).get("reason") or f"the publishing sandbox failed (exit code {code})"
             return PublishOutcome(False, str(reason))
         files = []
         for item in result.get("files", []):
-            path = target / item["path"]
-            if not path.resolve().is_relative_to(target.resolve()):
-                return PublishOutcome(False, f"publish reported a path outside the store: {item['path']!r}")
+            if store.remote:
+                location = str(item.get("location", ""))
+                if not store.holds_job_result(job_id, location):
+                    return PublishOutcome(False, "publish reported a location outside the job's result store")
+            else:
+                path = target / item["path"]
+                if not path.resolve().is_relative_to(target.resolve()):
+                    return PublishOutcome(
+                        False, f"publish reported a path outside the store: {item['path']!r}"
+                    )
+                location = path.as_uri()
             files.append(
                 PublishedFile(
                     name=item["name"],
                     kind=job_pb2.RESULT_KIND_LOG if item["kind"] == "log" else job_pb2.RESULT_KIND_OUTPUT,
                     size=int(item["size"]),
                     sha256=item["sha256"],
-                    location=path.as_uri(),
+                    location=location,
                 )
             )
         return PublishOutcome(True, results=files)
@@ -673,7 +745,42 @@ class LocalBackend:
         await asyncio.to_thread(shutil.rmtree, self.workspace(job_id), True)
         if not keep_results:
             await asyncio.to_thread(shutil.rmtree, self.results(job_id), True)
+            if job_id in self._remote_results:
+                await self._delete_remote_results(job_id)
+        self._remote_results.discard(job_id)
         self._killed.discard(job_id)
+
+    async def _delete_remote_results(self, job_id: str) -> None:
+        """Removes a job's files from a remote store (a publish killed, timed out, or followed by
+        a stop): nothing of a result that is not listed may stay. Bounded: a store that is down
+        must not hold up the job's end (the files then stay, and the engine's log says so)."""
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(delete_job_results, self.storage, job_id), REMOTE_CLEANUP_SECONDS
+            )
+        except Exception as exc:
+            log.warning("could not remove a job's files from the result store", error=repr(exc))
+
+
+def _http_options(location: job_pb2.FileLocation, what: str) -> dict[str, Any]:
+    """The publisher's method and headers for podtools, checked: a header that could smuggle a
+    second request or change what is fetched is refused (the message never shows its value)."""
+    options: dict[str, Any] = {}
+    method = location.method.upper()
+    if method not in ("", "GET", "POST"):
+        raise ValueError(f"{what} asks for HTTP method {location.method[:10]!r}; GET or POST are supported")
+    if method:
+        options["method"] = method
+    if len(location.headers) > MAX_HEADERS:
+        raise ValueError(f"{what} has more than {MAX_HEADERS} HTTP headers")
+    for name, value in location.headers.items():
+        if not _HEADER_NAME.fullmatch(name) or name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"{what} has an HTTP header podtools cannot send ({name[:40]!r})")
+        if len(value) > MAX_HEADER_VALUE or any(c in value for c in "\r\n\0"):
+            raise ValueError(f"{what} has a malformed value for HTTP header {name!r}")
+    if location.headers:
+        options["headers"] = dict(location.headers)
+    return options
 
 
 class _DiskBudget:
@@ -698,3 +805,36 @@ def _tree_size(root: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, name)).st_size
     return total
+
+
+def _unpublishable(outputs: Path, logs: Path, limit: int = 20) -> list[str]:
+    """What podtools publish will leave out, and why, for the job's log: symbolic links (never
+    followed, wherever they point) and anything that is not a regular file."""
+    lines: list[str] = []
+    count = 0
+    for label, root in (("outputs", outputs), ("logs", logs)):
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            for name in sorted(dirnames + filenames):
+                path = Path(dirpath) / name
+                try:
+                    mode = path.lstat().st_mode
+                except OSError:
+                    continue
+                if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+                    continue
+                count += 1
+                if count > limit:
+                    continue
+                shown = f"{label}/{path.relative_to(root)}".encode("utf-8", "backslashreplace").decode()
+                if stat.S_ISLNK(mode):
+                    # Where it points as the algorithm saw it (its folders are /data/<label>).
+                    inside = Path("/data", label)
+                    seen_from = inside / path.parent.relative_to(root)
+                    target = os.path.normpath(os.path.join(seen_from, os.readlink(path)))
+                    where = "inside" if Path(target).is_relative_to(inside) else "outside"
+                    lines.append(f"{shown} is a symbolic link (to a path {where} {label}): not published")
+                else:
+                    lines.append(f"{shown} is not a regular file: not published")
+    if count > limit:
+        lines.append(f"… and {count - limit} more files that are not published")
+    return lines

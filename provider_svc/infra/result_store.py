@@ -1,33 +1,57 @@
-"""Reading published results for GetResult, streamed in chunks from an offset."""
+"""Reading published results for GetResult, streamed in chunks from an offset, wherever the engine
+stored them: the local folder (file://), S3 (s3://, a ranged GET), IPFS (ipfs://CID, `cat` with an
+offset through Kubo's RPC API, or a ranged GET on a gateway).
+
+Only locations inside this provider's own result store are read: under its local root, under its
+S3 bucket and prefix (C2D_RESULT_STORE), or plain CIDs through its IPFS node. A store that cannot
+be reached answers UNAVAILABLE, so the client retries and resumes at the offset it has.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from typing import Any
+from urllib.parse import quote, unquote, urlparse
 
-from c2d_common.errors import FailedPrecondition
+from c2d_common.errors import FailedPrecondition, Unavailable
+from c2d_common.storage import StorageSettings
 
 CHUNK_BYTES = 1024 * 1024
 
 
-class LocalResultStore:
-    """The local directory store. Only locations under its root are ever opened."""
-
-    def __init__(self, root: Path):
+class ResultStore:
+    def __init__(self, root: Path, storage: StorageSettings | None = None):
         self.root = root.resolve()
+        # None: from the environment (C2D_RESULT_STORE, C2D_S3_*, C2D_IPFS_*), as the engine reads it.
+        self.storage = storage if storage is not None else StorageSettings.from_env()
+        self._s3_client: Any = None
+
+    async def read(self, location: str, offset: int) -> AsyncIterator[tuple[int, bytes]]:
+        """(position, bytes) pieces of the file from offset to its end."""
+        scheme = urlparse(location).scheme
+        if scheme == "file":
+            pieces = self._read_file(location, offset)
+        elif scheme == "s3":
+            pieces = self._read_s3(location, offset)
+        elif scheme == "ipfs":
+            pieces = self._read_ipfs(location, offset)
+        else:
+            raise FailedPrecondition(f"results stored at {scheme[:20]}:// cannot be read by this provider")
+        async for piece in pieces:
+            yield piece
+
+    # --- local folder -----------------------------------------------------------------------------
 
     def _path(self, location: str) -> Path:
-        parsed = urlparse(location)
-        if parsed.scheme != "file":
-            raise FailedPrecondition(f"results stored at {parsed.scheme}:// cannot be read by this provider")
-        path = Path(unquote(parsed.path)).resolve()
+        path = Path(unquote(urlparse(location).path)).resolve()
         if not path.is_relative_to(self.root):
             raise FailedPrecondition("the result is stored outside this provider's result store")
         return path
 
-    async def read(self, location: str, offset: int) -> AsyncIterator[tuple[int, bytes]]:
+    async def _read_file(self, location: str, offset: int) -> AsyncIterator[tuple[int, bytes]]:
         path = self._path(location)
         try:
             handle = await asyncio.to_thread(path.open, "rb")
@@ -35,12 +59,116 @@ class LocalResultStore:
             raise FailedPrecondition("the result file is missing from the result store") from None
         try:
             handle.seek(offset)
-            position = offset
-            while True:
-                chunk = await asyncio.to_thread(handle.read, CHUNK_BYTES)
-                if not chunk:
-                    return
-                yield position, chunk
-                position += len(chunk)
+            async for piece in _pieces(handle.read, offset):
+                yield piece
         finally:
             handle.close()
+
+    # --- S3 -----------------------------------------------------------------------------------------
+
+    async def _read_s3(self, location: str, offset: int) -> AsyncIterator[tuple[int, bytes]]:
+        store = self.storage.result_store
+        if store.kind != "s3" or not store.holds(location):
+            raise FailedPrecondition("the result is stored outside this provider's result store")
+        parsed = urlparse(location)
+        if self._s3_client is None:
+            self._s3_client = await asyncio.to_thread(self.storage.s3.client)
+        arguments: dict[str, Any] = {"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")}
+        if offset:
+            arguments["Range"] = f"bytes={offset}-"
+        try:
+            response = await asyncio.to_thread(self._s3_client.get_object, **arguments)
+        except Exception as exc:
+            code = str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
+            if code == "InvalidRange":  # the offset is the file's end: nothing left to send
+                return
+            raise _s3_error(exc, code) from None
+        body = response["Body"]
+        try:
+            async for piece in _pieces(body.read, offset, lambda exc: _s3_error(exc, "")):
+                yield piece
+        finally:
+            body.close()
+
+    # --- IPFS ---------------------------------------------------------------------------------------
+
+    async def _read_ipfs(self, location: str, offset: int) -> AsyncIterator[tuple[int, bytes]]:
+        parsed = urlparse(location)
+        ipfs = self.storage.ipfs
+        if not ipfs.readable:
+            raise FailedPrecondition("the result is in IPFS, and this provider has no IPFS node configured")
+        if parsed.path or not parsed.netloc.isalnum():
+            raise FailedPrecondition("the result's IPFS location is not a plain CID")
+        cid = parsed.netloc
+        response = await asyncio.to_thread(
+            _open_ipfs, ipfs.api_url, ipfs.gateway_url, cid, offset, ipfs.timeout_seconds
+        )
+        if response is None:  # the offset is the file's end
+            return
+        try:
+            async for piece in _pieces(response.read, offset, _ipfs_error):
+                yield piece
+        finally:
+            response.close()
+
+
+# The name provider_svc/server.py and domain/compute.py know it by.
+LocalResultStore = ResultStore
+
+
+async def _pieces(
+    read: Callable[[int], bytes], offset: int, error: Callable[[Exception], Exception] | None = None
+) -> AsyncIterator[tuple[int, bytes]]:
+    position = offset
+    while True:
+        try:
+            chunk = await asyncio.to_thread(read, CHUNK_BYTES)
+        except Exception as exc:
+            if error is None:
+                raise
+            raise error(exc) from None
+        if not chunk:
+            return
+        yield position, chunk
+        position += len(chunk)
+
+
+def _s3_error(exc: Exception, code: str) -> Exception:
+    if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
+        return FailedPrecondition("the result file is missing from the result store")
+    if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return FailedPrecondition("this provider's credentials cannot read the result store")
+    return Unavailable(f"the result store cannot be reached ({code or type(exc).__name__}); try again")
+
+
+def _ipfs_error(exc: Exception) -> Exception:
+    return Unavailable(f"the IPFS node cannot be read ({type(exc).__name__}); try again")
+
+
+def _open_ipfs(api: str, gateway: str, cid: str, offset: int, timeout: int) -> Any:
+    """The node's response positioned at offset (blocking), or None when nothing is left."""
+    import urllib.error
+    import urllib.request
+
+    if api:
+        request = urllib.request.Request(
+            f"{api}/api/v0/cat?arg={quote(cid)}&offset={offset}&timeout={timeout}s", data=b"", method="POST"
+        )
+    else:
+        request = urllib.request.Request(
+            f"{gateway}/ipfs/{quote(cid)}", headers={"Range": f"bytes={offset}-"}
+        )
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout + 5)
+    except urllib.error.HTTPError as exc:
+        with contextlib.suppress(Exception):
+            exc.close()
+        if exc.code == 416:
+            return None
+        raise FailedPrecondition(f"the IPFS node could not read the result (HTTP {exc.code})") from None
+    except OSError as exc:
+        raise _ipfs_error(exc) from None
+    if not api and offset and response.status != 206:
+        response.close()
+        raise Unavailable("the IPFS gateway does not serve byte ranges; download from the start")
+    return response
