@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -105,7 +106,11 @@ class AnvilNode:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,  # a file, not a pipe: anvil logs every transaction and must never block
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                # The death signal follows the thread that forks: only the main thread lives as long
+                # as the process.
+                preexec_fn=_die_with_parent
+                if threading.current_thread() is threading.main_thread()
+                else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -483,8 +488,10 @@ def shared_ocean_chain() -> OceanChain:
     global _shared, _start_seconds
     if _shared is None:
         binary = anvil_binary()
-        if binary is None or not binary.exists():
+        if binary is None:
             raise LookupError(ANVIL_MISSING)
+        if not binary.exists():
+            raise LookupError(f"C2D_ANVIL={binary} does not exist; {ANVIL_MISSING}")
         started = time.monotonic()
         workdir = Path(tempfile.mkdtemp(prefix="c2d-anvil-"))
         node = AnvilNode.start(binary, workdir)
