@@ -43,8 +43,12 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def insecure_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=client_interceptors())
+def insecure_channel(
+    address: str, extra_interceptors: Iterable[grpc.aio.ClientInterceptor] = ()
+) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        address, options=CHANNEL_OPTIONS, interceptors=[*client_interceptors(), *extra_interceptors]
+    )
 
 
 async def _run_all(callbacks: list[Callable[[], object]]) -> None:

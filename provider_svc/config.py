@@ -1,10 +1,31 @@
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from c2d_common.env import env_paths, env_str
+from eth_account import Account
+
+from c2d_common.env import ConfigError, env_paths, env_str
 from c2d_common.file_urls import FileUrlPolicy
+
+KEY_PATTERN = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+
+
+def load_or_create_key(path: Path) -> str:
+    """The provider's private key from a file; on the embedded default, created on first start
+    (readable by this user only)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = "0x" + bytes(Account.create().key).hex()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
+    key = path.read_text().strip()
+    if not KEY_PATTERN.fullmatch(key):
+        raise ConfigError(f"{path} does not hold a private key (64 hex digits)")
+    return key
 
 
 @dataclass(frozen=True)
@@ -22,6 +43,25 @@ class ProviderSettings:
     port_file: str | None = None
     # host:port of the Prometheus /metrics endpoint; empty: none.
     metrics_listen: str | None = None
+    # Nonces and spent orders: a SQLite file next to the assets by default, or PostgreSQL.
+    database_url: str = ""
+    # The provider's Ethereum key: its identity in signed requests, and the signer of its fees.
+    private_key: str = ""
+    # What services' serviceEndpoint must say for this provider to serve them.
+    public_url: str = ""
+
+    @property
+    def state_dir(self) -> Path:
+        return self.assets_dir.parent
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'provider.db'}"
+
+    def resolved_public_url(self) -> str:
+        return self.public_url or f"grpc://{self.listen}"
+
+    def resolved_private_key(self) -> str:
+        return self.private_key or load_or_create_key(self.state_dir / "provider.key")
 
     def file_policy(self) -> FileUrlPolicy:
         return FileUrlPolicy(
@@ -39,4 +79,17 @@ class ProviderSettings:
             file_url_denied=env_paths("C2D_FILE_URL_DENY"),
             port_file=env_str("C2D_PORT_FILE", "") or None,
             metrics_listen=env_str("C2D_METRICS_LISTEN", "") or None,
+            database_url=env_str("C2D_PROVIDER_DATABASE_URL", ""),
+            private_key=_private_key_from_env(),
+            public_url=env_str("C2D_PROVIDER_URL", ""),
         )
+
+
+def _private_key_from_env() -> str:
+    key = env_str("C2D_PROVIDER_KEY", "")
+    key_file = env_str("C2D_PROVIDER_KEY_FILE", "")
+    if key_file and not key:
+        key = Path(key_file).read_text().strip()
+    if key and not KEY_PATTERN.fullmatch(key):
+        raise ConfigError("C2D_PROVIDER_KEY (or the file C2D_PROVIDER_KEY_FILE) must be 64 hex digits")
+    return key

@@ -3,28 +3,42 @@
 from __future__ import annotations
 
 from c2d.provider.v1 import service_pb2, service_pb2_grpc
+from c2d_common.database import make_engine
 from c2d_common.server import ServiceServer
+from c2d_common.signing import address_of
 from provider_svc.api.asset_servicer import AssetServicer
 from provider_svc.api.compute_servicer import ComputeServicer
 from provider_svc.config import ProviderSettings
 from provider_svc.domain.assets import AssetStore
-from provider_svc.domain.compute import ComputeFrontDoor
+from provider_svc.domain.auth import Authenticator
+from provider_svc.domain.compute import ComputeFrontDoor, OrderChecking
+from provider_svc.infra.ledger import Ledger, migrate
 from provider_svc.infra.operator_client import OperatorClient
 from provider_svc.infra.result_store import LocalResultStore
 
 SERVICE_NAMES = [s.full_name for s in service_pb2.DESCRIPTOR.services_by_name.values()]
 
 
-def build_provider(settings: ProviderSettings) -> ServiceServer:
-    assets = AssetStore(settings.assets_dir, settings.file_policy())
+def build_provider(settings: ProviderSettings, orders: OrderChecking | None = None) -> ServiceServer:
+    database = make_engine(settings.resolved_database_url())
+    migrate(database)
+    ledger = Ledger(database)
+    key = settings.resolved_private_key()
+    chain_id = orders.chain_id if orders is not None else 0
+    public_url = settings.resolved_public_url()
+    assets = AssetStore(settings.assets_dir, settings.file_policy(), public_url, chain_id)
     operator = OperatorClient(settings.operator_address)
-    front_door = ComputeFrontDoor(assets, operator, LocalResultStore(settings.results_dir))
+    front_door = ComputeFrontDoor(
+        assets, operator, LocalResultStore(settings.results_dir), ledger, public_url, orders
+    )
+    auth = Authenticator(ledger, address_of(key))
     server = ServiceServer("provider", settings.listen, SERVICE_NAMES, metrics_listen=settings.metrics_listen)
     service_pb2_grpc.add_ComputeServiceServicer_to_server(
-        ComputeServicer(front_door, server.closing), server.server
+        ComputeServicer(front_door, auth, server.closing), server.server
     )
-    service_pb2_grpc.add_AssetServiceServicer_to_server(AssetServicer(assets), server.server)
+    service_pb2_grpc.add_AssetServiceServicer_to_server(AssetServicer(assets, auth), server.server)
     server.on_stop(operator.close)
+    server.on_stop(database.dispose)
     return server
 
 

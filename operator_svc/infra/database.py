@@ -1,37 +1,18 @@
-"""Database engine and migrations. SQLite file by default, PostgreSQL by URL."""
+"""The operator's migrations. SQLite file by default, PostgreSQL by URL (c2d_common.database)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import create_engine
+
+from c2d_common.database import make_engine
+
+__all__ = ["alembic_config", "make_engine", "migrate"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            # WAL lets readers (Watch, List) go on while the event writer commits.
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 def alembic_config(url: str) -> Config:

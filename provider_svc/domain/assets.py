@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from c2d.common.v1 import job_pb2
 from c2d_common.errors import InvalidArgument, NotFound
 from c2d_common.file_urls import FileUrlPolicy, FileUrlRefused
 
@@ -25,6 +26,13 @@ MAX_DDO_BYTES = 256 * 1024
 MAX_FILES = 100
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 DID_PATTERN = re.compile(r"did:op:[0-9a-f]{64}")
+ADDRESS_PATTERN = re.compile(r"0x[0-9a-fA-F]{40}")
+CID_PATTERN = re.compile(r"[A-Za-z0-9]{32,128}")
+HEADER_NAME_PATTERN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")
+MAX_HEADERS = 32
+FILE_TYPES = ("url", "s3", "ipfs")
+# The compute options a dataset's compute service may set (Ocean v4), and what each must be.
+COMPUTE_FLAGS = ("allowRawAlgorithm", "allowNetworkAccess")
 RUNTIME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._:/-]{0,127}")
 MAX_ENTRYPOINT_ARGS = 64
 MAX_INT64 = 2**63 - 1
@@ -42,17 +50,72 @@ class Asset:
     def type(self) -> str:
         return str(self.ddo["metadata"]["type"])
 
-    def compute_service(self) -> dict[str, Any] | None:
-        for service in self.ddo.get("services", []):
+    def compute_service(self) -> tuple[int, dict[str, Any]] | None:
+        """The first compute service and its index (startOrder's serviceIndex)."""
+        for index, service in enumerate(self.ddo.get("services", [])):
             if service.get("type") == "compute":
-                return dict(service)
+                return index, dict(service)
         return None
+
+    def algorithm_service(self) -> tuple[int, dict[str, Any]]:
+        """The service whose files are an algorithm asset's code: its compute service if it has
+        one, else its first."""
+        return self.compute_service() or (0, dict(self.ddo["services"][0]))
+
+    def checksums(self) -> AlgorithmChecksums:
+        return algorithm_checksums(self.ddo)
 
     def public_ddo(self) -> dict[str, Any]:
         ddo = copy.deepcopy(self.ddo)
         for service in ddo.get("services", []):
             service.pop("files", None)
         return ddo
+
+
+@dataclass(frozen=True)
+class AlgorithmChecksums:
+    """What a dataset's publisherTrustedAlgorithms entry pins of an algorithm.
+
+    files: sha256 of the concatenated sha256 (lowercase hex) of the algorithm's files, in order;
+    empty when a file declares no checksum (then no entry can trust it by DID: its content is not
+    pinned). container: sha256 of "<entrypoint>\n<image:tag or runtime>\n<image checksum>".
+    The engine checks each file's sha256 as it fetches it, so the code that runs is the code
+    that was trusted.
+    """
+
+    files: str
+    container: str
+
+
+def algorithm_checksums(ddo: dict[str, Any]) -> AlgorithmChecksums:
+    services = ddo.get("services") or []
+    service = next((s for s in services if s.get("type") == "compute"), services[0] if services else {})
+    checksums = [str(f.get("checksum", "")) for f in service.get("files", [])]
+    files = hashlib.sha256("".join(checksums).encode()).hexdigest() if checksums and all(checksums) else ""
+    container = ((ddo.get("metadata") or {}).get("algorithm") or {}).get("container") or {}
+    image = container.get("image", "")
+    runtime = f"{image}:{container.get('tag', 'latest')}" if image else container.get("runtime", "python3")
+    text = f"{container.get('entrypoint', 'python3 $ALGO')}\n{runtime}\n{container.get('checksum', '')}"
+    return AlgorithmChecksums(files=files, container=hashlib.sha256(text.encode()).hexdigest())
+
+
+def file_location(item: dict[str, Any]) -> job_pb2.FileLocation:
+    """A validated DDO file object as the engine's FileLocation (url, expected sha256 and size,
+    the publisher's headers)."""
+    kind = item.get("type", "url")
+    if kind == "ipfs":
+        url = f"ipfs://{item['hash']}"
+    elif kind == "s3" and "url" not in item:
+        url = f"s3://{item['bucket']}/{item['objectPath']}"
+    else:
+        url = item["url"]
+    location = job_pb2.FileLocation(
+        url=url, sha256=item.get("checksum", ""), size=int(item.get("contentLength", 0))
+    )
+    headers = item.get("headers") or {}
+    if headers:
+        location.headers.update(headers)
+    return location
 
 
 def check_did(did: str, field: str = "did") -> str:
@@ -131,49 +194,153 @@ def validate_ddo(
             f"{where}.files must list 1 to {MAX_FILES} files",
         )
         for file_index, item in enumerate(files):
-            at = f"{where}.files[{file_index}]"
-            _require(isinstance(item, dict) and isinstance(item.get("url"), str), f"{at}.url is missing")
-            url = item["url"]
-            _require(0 < len(url) <= 4096, f"{at}.url must be 1 to 4096 characters")
+            _check_file(item, f"{where}.files[{file_index}]", allowed_schemes, file_policy)
+        _check_v4_service(service, where)
+        _check_compute(service.get("compute", {}), where)
+    if "chainId" in ddo:
+        chain_id = ddo["chainId"]
+        _require(_is_int(chain_id) and 0 < chain_id <= MAX_INT64, "chainId must be a positive integer")
+    if "nftAddress" in ddo:
+        _require(_is_address(ddo["nftAddress"]), "nftAddress must be an Ethereum address")
+
+
+def _is_int(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value == int(value)
+    )
+
+
+def _is_address(value: object) -> bool:
+    return isinstance(value, str) and bool(ADDRESS_PATTERN.fullmatch(value))
+
+
+def _check_file(
+    item: object, at: str, allowed_schemes: tuple[str, ...], file_policy: FileUrlPolicy | None
+) -> None:
+    _require(isinstance(item, dict), f"{at} must be an object")
+    assert isinstance(item, dict)
+    kind = item.get("type", "url")
+    _require(kind in FILE_TYPES, f"{at}.type must be one of {', '.join(FILE_TYPES)}")
+    if kind == "ipfs":
+        cid = item.get("hash")
+        _require(isinstance(cid, str) and bool(CID_PATTERN.fullmatch(cid)), f"{at}.hash must be an IPFS CID")
+        _require("ipfs" in allowed_schemes, f"{at}: this provider does not take ipfs files")
+    elif kind == "s3" and "url" not in item:
+        bucket, path = item.get("bucket"), item.get("objectPath")
+        _require(
+            isinstance(bucket, str)
+            and 0 < len(bucket) <= 63
+            and isinstance(path, str)
+            and 0 < len(path) <= 1024,
+            f"{at} needs bucket and objectPath (or an s3:// url)",
+        )
+    else:
+        _require(isinstance(item.get("url"), str), f"{at}.url is missing")
+        url = item["url"]
+        _require(0 < len(url) <= 4096, f"{at}.url must be 1 to 4096 characters")
+        try:
+            scheme = urlparse(url).scheme
+        except ValueError:
+            raise InvalidArgument(f"invalid DDO: {at}.url is not a URL") from None
+        _require(
+            scheme in allowed_schemes,
+            f"{at}.url has scheme {_shown(scheme)!r}; this provider accepts {', '.join(allowed_schemes)}",
+        )
+        if kind == "s3":
+            _require(scheme == "s3", f"{at}.url must be s3://bucket/key for a file of type s3")
+        if scheme == "file" and file_policy is not None:
             try:
-                scheme = urlparse(url).scheme
-            except ValueError:
-                raise InvalidArgument(f"invalid DDO: {at}.url is not a URL") from None
+                file_policy.check(url)
+            except FileUrlRefused as exc:
+                raise InvalidArgument(f"invalid DDO: {at}.url: {exc}") from None
+        method = item.get("method", "GET")
+        _require(method in ("GET", "get"), f"{at}.method must be GET")
+        headers = item.get("headers", {})
+        _require(isinstance(headers, dict) and len(headers) <= MAX_HEADERS, f"{at}.headers must be an object")
+        for name, value in headers.items():
             _require(
-                scheme in allowed_schemes,
-                f"{at}.url has scheme {_shown(scheme)!r}; this provider accepts {', '.join(allowed_schemes)}",
+                bool(HEADER_NAME_PATTERN.fullmatch(name))
+                and isinstance(value, str)
+                and len(value) <= 8192
+                and not any(c in value for c in "\r\n\0"),
+                f"{at}.headers has an invalid header {_shown(name)!r}",
             )
-            if scheme == "file" and file_policy is not None:
-                try:
-                    file_policy.check(url)
-                except FileUrlRefused as exc:
-                    raise InvalidArgument(f"invalid DDO: {at}.url: {exc}") from None
-            checksum = item.get("checksum", "")
+        _require(not headers or scheme in ("http", "https"), f"{at}.headers are for http(s) files only")
+    checksum = item.get("checksum", "")
+    _require(
+        isinstance(checksum, str) and (checksum == "" or bool(SHA256_PATTERN.fullmatch(checksum))),
+        f"{at}.checksum must be a lowercase hex sha256",
+    )
+    size = item.get("contentLength", 0)
+    _require(_is_int(size) and 0 <= size <= MAX_INT64, f"{at}.contentLength must be a byte count")
+
+
+def _check_v4_service(service: dict[str, Any], where: str) -> None:
+    if "id" in service:
+        _require(
+            isinstance(service["id"], str) and 0 < len(service["id"]) <= 128, f"{where}.id must be a string"
+        )
+    if "datatokenAddress" in service:
+        _require(_is_address(service["datatokenAddress"]), f"{where}.datatokenAddress must be an address")
+    if "serviceEndpoint" in service:
+        endpoint = service["serviceEndpoint"]
+        _require(
+            isinstance(endpoint, str) and 0 < len(endpoint) <= 2048, f"{where}.serviceEndpoint must be a URL"
+        )
+    if "timeout" in service:
+        timeout = service["timeout"]
+        _require(
+            _is_int(timeout) and 0 <= timeout <= MAX_INT64,
+            f"{where}.timeout must be a number of seconds (0: orders never expire)",
+        )
+
+
+def _check_compute(compute: object, where: str) -> None:
+    _require(isinstance(compute, dict), f"{where}.compute must be an object")
+    assert isinstance(compute, dict)
+    for flag in COMPUTE_FLAGS:
+        _require(isinstance(compute.get(flag, False), bool), f"{where}.compute.{flag} must be true or false")
+    trusted = compute.get("publisherTrustedAlgorithms", [])
+    _require(
+        isinstance(trusted, list) and len(trusted) <= 256,
+        f"{where}.compute.publisherTrustedAlgorithms must be a list",
+    )
+    for index, entry in enumerate(trusted):
+        at = f"{where}.compute.publisherTrustedAlgorithms[{index}]"
+        _require(isinstance(entry, dict), f"{at} must be an object")
+        _require(
+            isinstance(entry.get("did"), str) and bool(DID_PATTERN.fullmatch(entry["did"])),
+            f"{at}.did must be an algorithm DID",
+        )
+        for key in ("filesChecksum", "containerSectionChecksum"):
             _require(
-                isinstance(checksum, str) and (checksum == "" or bool(SHA256_PATTERN.fullmatch(checksum))),
-                f"{at}.checksum must be a lowercase hex sha256",
+                isinstance(entry.get(key), str) and bool(SHA256_PATTERN.fullmatch(entry[key])),
+                f"{at}.{key} must be a lowercase hex sha256 (see `c2d checksums`)",
             )
-            size = item.get("contentLength", 0)
-            _require(
-                isinstance(size, int | float)
-                and not isinstance(size, bool)
-                and math.isfinite(size)
-                and size == int(size)
-                and 0 <= size <= MAX_INT64,
-                f"{at}.contentLength must be a byte count",
-            )
-        compute = service.get("compute", {})
-        _require(isinstance(compute, dict), f"{where}.compute must be an object")
-        for key in ("publisherTrustedAlgorithms", "publisherTrustedAlgorithmPublishers"):
-            _require(isinstance(compute.get(key, []), list), f"{where}.compute.{key} must be a list")
+    publishers = compute.get("publisherTrustedAlgorithmPublishers", [])
+    _require(
+        isinstance(publishers, list) and len(publishers) <= 256,
+        f"{where}.compute.publisherTrustedAlgorithmPublishers must be a list",
+    )
+    for index, publisher in enumerate(publishers):
+        _require(
+            _is_address(publisher),
+            f"{where}.compute.publisherTrustedAlgorithmPublishers[{index}] must be an Ethereum address",
+        )
 
 
 class AssetStore:
     """One JSON file per asset under a folder; writes are atomic."""
 
-    def __init__(self, folder: Path, file_policy: FileUrlPolicy):
+    def __init__(self, folder: Path, file_policy: FileUrlPolicy, provider_url: str = "", chain_id: int = 0):
         self.folder = folder
         self.file_policy = file_policy
+        # What a service's serviceEndpoint and the DDO's chainId default to.
+        self.provider_url = provider_url
+        self.chain_id = chain_id
         self.folder.mkdir(parents=True, exist_ok=True)
         self.allowed_schemes: tuple[str, ...] = ("http", "https", "s3", "ipfs") + (
             ("file",) if file_policy.enabled else ()
@@ -186,8 +353,13 @@ class AssetStore:
         did = "did:op:" + hashlib.sha256(f"{publisher}:{uuid.uuid4().hex}:{body}".encode()).hexdigest()
         ddo["id"] = did
         ddo.setdefault("version", "4.1.0")
+        if self.chain_id:
+            ddo.setdefault("chainId", self.chain_id)
         for index, service in enumerate(ddo["services"]):
             service.setdefault("id", str(index))
+            service.setdefault("timeout", 0)
+            if self.provider_url:
+                service.setdefault("serviceEndpoint", self.provider_url)
         asset = Asset(did=did, publisher=publisher, ddo=ddo)
         path = self.folder / f"{did.removeprefix('did:op:')}.json"
         tmp = path.with_suffix(".tmp")

@@ -1,19 +1,26 @@
 """The compute front door's rules: which jobs may start, and who may see them.
 
-Consumer authentication (signatures, nonces) and on-chain order checks come in later; every job
-already has its owner, and every read or control of a job checks it.
+Requests reach it authenticated (provider_svc.domain.auth): `consumer` is the proven signer. Start
+checks, each with its own answer: the datasets exist and each has a compute service served by this
+provider that permits algorithms; the algorithm is trusted (deny by default: a trusted DID with
+matching checksums, a trusted publisher, or a raw algorithm where every dataset allows raw ones);
+the environment fits; and, unless the environment is free, a valid order on chain pays for each
+asset, each order paying for one job only. Every read or control of a job checks its owner.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from google.protobuf import json_format, struct_pb2
 
 from c2d.common.v1 import job_pb2
+from c2d.provider.v1 import request_response_pb2 as pb
 from c2d_common.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange, PermissionDenied
 from c2d_common.ids import check_job_id, check_request_id
 from provider_svc.domain.assets import (
@@ -22,8 +29,10 @@ from provider_svc.domain.assets import (
     AssetStore,
     check_did,
     check_runtime,
+    file_location,
     parse_entrypoint,
 )
+from provider_svc.infra.ledger import Ledger, OrderSpend
 from provider_svc.infra.operator_client import OperatorClient
 from provider_svc.infra.result_store import LocalResultStore
 
@@ -31,6 +40,39 @@ MAX_DATASETS = 20
 MAX_RAW_CODE_BYTES = 1024 * 1024
 MAX_PARAMETERS_BYTES = 64 * 1024
 MAX_ARG_CHARS = 4096
+TX_ID_PATTERN = re.compile(r"0x[0-9a-fA-F]{64}")
+
+
+class VerifiedOrderLike(Protocol):
+    tx_hash: str
+    datatoken: str
+
+
+class OrderChecking(Protocol):
+    """The chain side (provider_svc.infra.chain.OrderChecker)."""
+
+    chain_id: int
+
+    def quote_provider_fee(
+        self, *, datatoken: str, service_index: int, environment_id: str, consumer: str
+    ) -> Any: ...
+
+    async def verify_order(
+        self,
+        *,
+        tx_hash: str,
+        datatoken: str,
+        service_index: int,
+        consumer: str,
+        service_timeout_seconds: int,
+        environment_id: str,
+    ) -> VerifiedOrderLike: ...
+
+
+@dataclass(frozen=True)
+class OrderRef:
+    did: str
+    tx_id: str
 
 
 @dataclass(frozen=True)
@@ -49,13 +91,20 @@ class StartJob:
     environment_id: str
     parameters: struct_pb2.Struct
     request_id: str
+    orders: list[OrderRef] = field(default_factory=list)
 
 
-def _files(asset: Asset, service: dict[str, Any]) -> list[job_pb2.FileLocation]:
-    return [
-        job_pb2.FileLocation(url=f["url"], sha256=f.get("checksum", ""), size=int(f.get("contentLength", 0)))
-        for f in service["files"]
-    ]
+@dataclass(frozen=True)
+class Payable:
+    """An asset of a job that an order must pay for: its compute (or algorithm) service."""
+
+    asset: Asset
+    service_index: int
+    service: dict[str, Any]
+
+
+def _files(service: dict[str, Any]) -> list[job_pb2.FileLocation]:
+    return [file_location(f) for f in service["files"]]
 
 
 def _public_job(job: job_pb2.Job) -> job_pb2.Job:
@@ -68,10 +117,26 @@ def _public_job(job: job_pb2.Job) -> job_pb2.Job:
 
 
 class ComputeFrontDoor:
-    def __init__(self, assets: AssetStore, operator: OperatorClient, results: LocalResultStore):
+    def __init__(
+        self,
+        assets: AssetStore,
+        operator: OperatorClient,
+        results: LocalResultStore,
+        ledger: Ledger,
+        provider_url: str,
+        orders: OrderChecking | None = None,
+    ):
         self.assets = assets
         self.operator = operator
         self.results = results
+        self.ledger = ledger
+        self.provider_url = provider_url
+        # None: this provider checks no chain, and offers its free environments only.
+        self.orders = orders
+
+    @property
+    def chain_id(self) -> int:
+        return self.orders.chain_id if self.orders is not None else 0
 
     # --- start ----------------------------------------------------------------------------------
 
@@ -97,41 +162,171 @@ class ComputeFrontDoor:
         environment = await self._environment(request.environment_id)
 
         datasets = [self.assets.get(did) for did in request.dataset_dids]
-        services = []
-        for dataset in datasets:
-            if dataset.type != "dataset":
-                raise FailedPrecondition(f"{dataset.did} is an algorithm, not a dataset")
-            service = dataset.compute_service()
-            if service is None:
-                raise FailedPrecondition(
-                    f"dataset {dataset.did} has no compute service: it cannot be computed on"
-                )
-            compute = service.get("compute") or {}
-            if environment.network_allowed and not compute.get("allowNetworkAccess", False):
-                raise FailedPrecondition(
-                    f"dataset {dataset.did} does not allow network access, and environment "
-                    f"{environment.id} gives algorithms network: choose an environment without network"
-                )
-            services.append(service)
+        payables = [self._compute_service(dataset, environment) for dataset in datasets]
 
-        algorithm = await self._algorithm(request, datasets, services)
+        algorithm, algorithm_asset = await self._algorithm(request, payables)
         runtime = algorithm.runtime or "python3"
         if environment.runtimes and runtime not in environment.runtimes:
             raise FailedPrecondition(
                 f"environment {environment.id} has no runtime {runtime!r}; "
                 f"it offers {', '.join(environment.runtimes)}"
             )
+        request_id = request.request_id
+        if not environment.free:
+            if algorithm_asset is not None and "datatokenAddress" in algorithm_asset.service:
+                payables.append(algorithm_asset)
+            spends = await self._check_orders(request, environment, payables)
+            if not request_id:
+                # Paid jobs are always idempotent: the same orders answer the same job, so a
+                # consumer whose Start was lost never pays twice.
+                ids = ",".join(sorted(f"{s.tx_id}/{s.datatoken}" for s in spends))
+                request_id = "orders-" + hashlib.sha256(ids.encode()).hexdigest()[:32]
+            await self.ledger.spend(spends, request.consumer, request_id)
+        elif request.orders:
+            raise InvalidArgument(f"environment {environment.id} is free: send no orders")
         spec = job_pb2.JobSpec(
             datasets=[
-                job_pb2.DatasetInput(did=d.did, files=_files(d, s), ddo=_struct(d.public_ddo()))
-                for d, s in zip(datasets, services, strict=True)
+                job_pb2.DatasetInput(
+                    did=p.asset.did, files=_files(p.service), ddo=_struct(p.asset.public_ddo())
+                )
+                for p in payables[: len(datasets)]
             ],
             algorithm=algorithm,
             environment_id=environment.id,
             algorithm_parameters=request.parameters,
         )
-        job = await self.operator.register(request.consumer, request.request_id, spec)
+        job = await self.operator.register(request.consumer, request_id, spec)
         return _public_job(job)
+
+    def _compute_service(self, dataset: Asset, environment: job_pb2.ComputeEnvironment) -> Payable:
+        """The seed's preconditions, each with its own answer."""
+        if dataset.type != "dataset":
+            raise FailedPrecondition(f"{dataset.did} is an algorithm, not a dataset")
+        found = dataset.compute_service()
+        if found is None:
+            raise FailedPrecondition(
+                f"dataset {dataset.did} has no compute service: it cannot be computed on"
+            )
+        index, service = found
+        endpoint = service.get("serviceEndpoint", "")
+        if self.provider_url and endpoint and endpoint.rstrip("/") != self.provider_url.rstrip("/"):
+            raise FailedPrecondition(
+                f"dataset {dataset.did} is served by {endpoint[:200]}, not by this provider "
+                f"({self.provider_url}): send the job there"
+            )
+        compute = service.get("compute") or {}
+        if not (
+            compute.get("allowRawAlgorithm", False)
+            or compute.get("publisherTrustedAlgorithms")
+            or compute.get("publisherTrustedAlgorithmPublishers")
+        ):
+            raise FailedPrecondition(
+                f"dataset {dataset.did}'s compute service permits no algorithm: it trusts none and "
+                "allows no raw algorithm"
+            )
+        if environment.network_allowed and not compute.get("allowNetworkAccess", False):
+            raise FailedPrecondition(
+                f"dataset {dataset.did} does not allow network access, and environment "
+                f"{environment.id} gives algorithms network: choose an environment without network"
+            )
+        return Payable(dataset, index, service)
+
+    async def _check_orders(
+        self, request: StartJob, environment: job_pb2.ComputeEnvironment, payables: list[Payable]
+    ) -> list[OrderSpend]:
+        if self.orders is None:
+            raise FailedPrecondition(
+                f"environment {environment.id} is paid, and this provider checks no chain: "
+                "choose a free environment"
+            )
+        by_did: dict[str, str] = {}
+        for order in request.orders:
+            check_did(order.did, "orders.did")
+            if not TX_ID_PATTERN.fullmatch(order.tx_id):
+                raise InvalidArgument(f"orders.tx_id {order.tx_id[:80]!r} is not a transaction hash")
+            if order.did in by_did:
+                raise InvalidArgument(f"{order.did} has two orders")
+            by_did[order.did] = order.tx_id.lower()
+        wanted = {p.asset.did for p in payables}
+        extra = set(by_did) - wanted
+        if extra:
+            raise InvalidArgument(f"an order names {sorted(extra)[0]}, which this job does not use")
+        spends = []
+        for payable in payables:
+            datatoken = payable.service.get("datatokenAddress")
+            if not datatoken:
+                raise FailedPrecondition(
+                    f"{payable.asset.did} has no datatoken: it can run in free environments only"
+                )
+            tx_id = by_did.get(payable.asset.did)
+            if tx_id is None:
+                raise FailedPrecondition(
+                    f"no order for {payable.asset.did}: environment {environment.id} is paid; "
+                    "order it (InitializeCompute, then the datatoken's startOrder) and send the tx id"
+                )
+            verified = await self.orders.verify_order(
+                tx_hash=tx_id,
+                datatoken=datatoken,
+                service_index=payable.service_index,
+                consumer=request.consumer,
+                service_timeout_seconds=int(payable.service.get("timeout", 0)),
+                environment_id=environment.id,
+            )
+            spends.append(
+                OrderSpend(tx_id=verified.tx_hash.lower(), datatoken=datatoken.lower(), did=payable.asset.did)
+            )
+        return spends
+
+    async def initialize(
+        self, consumer: str, dataset_dids: list[str], algorithm_did: str, environment_id: str
+    ) -> list[pb.OrderQuote]:
+        """What each asset's order must carry: datatoken, service index, a provider fee signed here."""
+        if not dataset_dids or not dataset_dids[0]:
+            raise InvalidArgument("dataset_did is required")
+        if len(dataset_dids) > MAX_DATASETS:
+            raise InvalidArgument(f"a job takes at most {MAX_DATASETS} datasets")
+        environment = await self._environment(environment_id)
+        if environment.free:
+            return []
+        if self.orders is None:
+            raise FailedPrecondition(
+                f"environment {environment.id} is paid, and this provider checks no chain"
+            )
+        payables = [
+            self._compute_service(self.assets.get(check_did(d, "dataset did")), environment)
+            for d in dataset_dids
+        ]
+        if algorithm_did:
+            algorithm = self.assets.get(check_did(algorithm_did, "algorithm_did"))
+            if algorithm.type != "algorithm":
+                raise FailedPrecondition(f"{algorithm.did} is a dataset, not an algorithm")
+            index, service = algorithm.algorithm_service()
+            if "datatokenAddress" in service:
+                payables.append(Payable(algorithm, index, service))
+        quotes = []
+        for payable in payables:
+            datatoken = payable.service.get("datatokenAddress")
+            if not datatoken:
+                raise FailedPrecondition(
+                    f"{payable.asset.did} has no datatoken: it can run in free environments only"
+                )
+            fee = self.orders.quote_provider_fee(
+                datatoken=datatoken,
+                service_index=payable.service_index,
+                environment_id=environment.id,
+                consumer=consumer,
+            )
+            quotes.append(
+                pb.OrderQuote(
+                    did=payable.asset.did,
+                    datatoken_address=datatoken,
+                    service_index=payable.service_index,
+                    service_id=str(payable.service.get("id", "")),
+                    provider_fee=_fee_message(fee),
+                    validity_seconds=int(payable.service.get("timeout", 0)),
+                )
+            )
+        return quotes
 
     async def _environment(self, environment_id: str) -> job_pb2.ComputeEnvironment:
         environments = await self.operator.environments()
@@ -144,14 +339,14 @@ class ComputeFrontDoor:
         raise InvalidArgument(f"no environment {environment_id[:100]!r}; this provider offers: {known}")
 
     async def _algorithm(
-        self, request: StartJob, datasets: list[Asset], services: list[dict[str, Any]]
-    ) -> job_pb2.AlgorithmInput:
+        self, request: StartJob, payables: list[Payable]
+    ) -> tuple[job_pb2.AlgorithmInput, Payable | None]:
         if request.raw_algorithm is not None:
             raw = request.raw_algorithm
-            for dataset, service in zip(datasets, services, strict=True):
-                if not (service.get("compute") or {}).get("allowRawAlgorithm", False):
+            for payable in payables:
+                if not (payable.service.get("compute") or {}).get("allowRawAlgorithm", False):
                     raise PermissionDenied(
-                        f"dataset {dataset.did} does not allow raw algorithms: "
+                        f"dataset {payable.asset.did} does not allow raw algorithms: "
                         "use an algorithm asset it trusts"
                     )
             if not raw.code:
@@ -160,31 +355,25 @@ class ComputeFrontDoor:
                 raise InvalidArgument(f"raw_algorithm.code is larger than {MAX_RAW_CODE_BYTES} bytes")
             entrypoint = _check_entrypoint(raw.entrypoint)
             runtime = check_runtime(raw.runtime or "python3", "raw_algorithm.runtime")
-            return job_pb2.AlgorithmInput(raw_code=raw.code, entrypoint=entrypoint, runtime=runtime)
+            return job_pb2.AlgorithmInput(raw_code=raw.code, entrypoint=entrypoint, runtime=runtime), None
         if not request.algorithm_did:
             raise InvalidArgument("an algorithm is required: algorithm_did or raw_algorithm")
         algorithm = self.assets.get(check_did(request.algorithm_did, "algorithm_did"))
         if algorithm.type != "algorithm":
             raise FailedPrecondition(f"{algorithm.did} is a dataset, not an algorithm")
-        for dataset, service in zip(datasets, services, strict=True):
-            compute = service.get("compute") or {}
-            trusted_dids = {
-                str(t.get("did"))
-                for t in compute.get("publisherTrustedAlgorithms", [])
-                if isinstance(t, dict)
-            }
-            trusted_publishers = {
-                str(p).lower() for p in compute.get("publisherTrustedAlgorithmPublishers", [])
-            }
-            if algorithm.did not in trusted_dids and algorithm.publisher not in trusted_publishers:
-                raise PermissionDenied(f"dataset {dataset.did} does not trust algorithm {algorithm.did}")
+        checksums = algorithm.checksums()
+        for payable in payables:
+            _check_trusted(payable, algorithm, checksums.files, checksums.container)
         container = (algorithm.ddo["metadata"].get("algorithm") or {}).get("container") or {}
-        algorithm_service = algorithm.ddo["services"][0]
-        return job_pb2.AlgorithmInput(
-            did=algorithm.did,
-            files=_files(algorithm, algorithm_service),
-            entrypoint=parse_entrypoint(container.get("entrypoint", "python3 $ALGO")),
-            runtime=check_runtime(container.get("runtime", "python3"), "the algorithm's runtime"),
+        index, service = algorithm.algorithm_service()
+        return (
+            job_pb2.AlgorithmInput(
+                did=algorithm.did,
+                files=_files(service),
+                entrypoint=parse_entrypoint(container.get("entrypoint", "python3 $ALGO")),
+                runtime=check_runtime(container.get("runtime", "python3"), "the algorithm's runtime"),
+            ),
+            Payable(algorithm, index, service),
         )
 
     # --- a job's owner only -----------------------------------------------------------------------
@@ -248,6 +437,52 @@ class ComputeFrontDoor:
 
     async def environments(self) -> list[job_pb2.ComputeEnvironment]:
         return await self.operator.environments()
+
+
+def _check_trusted(payable: Payable, algorithm: Asset, files_checksum: str, container_checksum: str) -> None:
+    """Deny by default: the dataset trusts the algorithm's DID with both checksums matching, or
+    its publisher. (Ocean reads an empty trusted list as "trust all"; here it trusts none.)"""
+    compute = payable.service.get("compute") or {}
+    publishers = {str(p).lower() for p in compute.get("publisherTrustedAlgorithmPublishers", [])}
+    if algorithm.publisher.lower() in publishers:
+        return
+    entries = [t for t in compute.get("publisherTrustedAlgorithms", []) if t.get("did") == algorithm.did]
+    dataset = payable.asset.did
+    if not entries:
+        raise PermissionDenied(
+            f"dataset {dataset} does not trust algorithm {algorithm.did} (nor its publisher): "
+            "ask the dataset's publisher to add it, or use an algorithm it trusts"
+        )
+    entry = entries[0]
+    if not files_checksum:
+        raise PermissionDenied(
+            f"algorithm {algorithm.did} declares no checksum for some of its files, so its code cannot "
+            f"be pinned: dataset {dataset} can trust it by DID only once every file has one"
+        )
+    if entry.get("filesChecksum") != files_checksum:
+        raise PermissionDenied(
+            f"algorithm {algorithm.did}'s files are not those dataset {dataset} trusts "
+            "(filesChecksum differs): the algorithm changed since it was trusted"
+        )
+    if entry.get("containerSectionChecksum") != container_checksum:
+        raise PermissionDenied(
+            f"algorithm {algorithm.did}'s container (entrypoint, runtime or image) is not the one "
+            f"dataset {dataset} trusts (containerSectionChecksum differs)"
+        )
+
+
+def _fee_message(fee: Any) -> pb.ProviderFee:
+    values = fee.to_dict() if hasattr(fee, "to_dict") else dict(fee)
+    return pb.ProviderFee(
+        provider_fee_address=str(values["providerFeeAddress"]),
+        provider_fee_token=str(values["providerFeeToken"]),
+        provider_fee_amount=str(values["providerFeeAmount"]),
+        v=int(values["v"]),
+        r=str(values["r"]),
+        s=str(values["s"]),
+        valid_until=int(values["validUntil"]),
+        provider_data=str(values["providerData"]),
+    )
 
 
 def _check_entrypoint(entrypoint: list[str]) -> list[str]:

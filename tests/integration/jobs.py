@@ -104,6 +104,16 @@ async def publish_algorithm(
     )
 
 
+async def trusted(suite: Suite, algorithm_did: str) -> dict[str, Any]:
+    """A publisherTrustedAlgorithms entry that trusts the algorithm as it is now."""
+    response = await suite.assets.GetAsset(pb.GetAssetRequest(did=algorithm_did))
+    return {
+        "did": algorithm_did,
+        "filesChecksum": response.files_checksum,
+        "containerSectionChecksum": response.container_section_checksum,
+    }
+
+
 async def public_ddo(suite: Suite, did: str) -> dict[str, Any]:
     response = await suite.assets.GetAsset(pb.GetAssetRequest(did=did))
     return json_format.MessageToDict(response.ddo)

@@ -7,7 +7,6 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
-from c2d_common.server import insecure_channel
 from c2d_common.status import JobStatus
 from engine_svc.config import EngineSettings
 from engine_svc.server import build_engine
@@ -16,7 +15,7 @@ from operator_svc.server import build_operator
 from provider_svc.config import ProviderSettings
 from provider_svc.server import build_provider
 from tests.conftest import requires_bwrap
-from tests.harness import Suite
+from tests.harness import PROVIDER_KEY, Suite, signed_channel
 from tests.integration import jobs
 
 pytestmark = requires_bwrap
@@ -53,10 +52,11 @@ async def test_two_engines_run_every_job_exactly_once(tmp_path: Path) -> None:
             assets_dir=tmp_path / "assets",
             results_dir=tmp_path / "results",
             file_url_roots=(tmp_path,),
+            private_key=PROVIDER_KEY,
         )
     )
     await provider.start()
-    channel = insecure_channel(f"127.0.0.1:{provider.port}")
+    channel = signed_channel(f"127.0.0.1:{provider.port}")
     suite = Suite(
         tmp_path, engines[0][0], engines[0][1], operator, registry, provider, channel, EngineSettings()
     )

@@ -35,14 +35,13 @@ from c2d_common.server import insecure_channel
 from c2d_common.status import TERMINAL_STATUSES, JobStatus
 from engine_svc.config import EngineSettings
 from tests.conftest import requires_bwrap
-from tests.harness import CONSUMER, OTHER_CONSUMER, PUBLISHER, Suite, running_suite
+from tests.harness import CONSUMER, OTHER_CONSUMER, PUBLISHER, SECOND_PUBLISHER, Suite, running_suite
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), requires_bwrap]
 
 CALL_TIMEOUT = 30
 JOB_TIMEOUT = 90
 MiB = 1024 * 1024
-SECOND_PUBLISHER = "0x" + "5e" * 20
 FINISHED_HISTORY = [
     JobStatus.QUEUED,
     JobStatus.STARTED,
@@ -167,7 +166,10 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         dataset_did = await publish(
             suite, dataset_ddo(data, allowRawAlgorithm=True, publisherTrustedAlgorithmPublishers=[PUBLISHER])
         )
-        no_raw_did = await publish(suite, dataset_ddo(data, allowRawAlgorithm=False))
+        no_raw_did = await publish(
+            suite,
+            dataset_ddo(data, allowRawAlgorithm=False, publisherTrustedAlgorithmPublishers=[OTHER_CONSUMER]),
+        )
         access_only = dataset_ddo(data)
         access_only["services"][0]["type"] = "access"
         access_only_did = await publish(suite, access_only)

@@ -469,7 +469,9 @@ async def test_missing_algorithm_file_ends_as_algorithm_provisioning_failed(
     algorithm_did = await jobs.publish_algorithm(suite, [script])
     (data_dir / "trusting.csv").write_bytes(b"x\n")
     dataset_did = await jobs.publish_dataset(
-        suite, [data_dir / "trusting.csv"], compute={"publisherTrustedAlgorithms": [{"did": algorithm_did}]}
+        suite,
+        [data_dir / "trusting.csv"],
+        compute={"publisherTrustedAlgorithms": [await jobs.trusted(suite, algorithm_did)]},
     )
     script.unlink()
     started = await jobs.start_asset(suite, [dataset_did], algorithm_did)
@@ -495,7 +497,9 @@ async def test_algorithm_asset_sees_its_did_and_its_further_files(suite: Suite, 
     algorithm_did = await jobs.publish_algorithm(suite, [folder / "main.py", folder / "helper.txt"])
     (folder / "data.csv").write_bytes(b"x\n")
     dataset_did = await jobs.publish_dataset(
-        suite, [folder / "data.csv"], compute={"publisherTrustedAlgorithms": [{"did": algorithm_did}]}
+        suite,
+        [folder / "data.csv"],
+        compute={"publisherTrustedAlgorithms": [await jobs.trusted(suite, algorithm_did)]},
     )
     job = await jobs.wait_terminal(
         suite, (await jobs.start_asset(suite, [dataset_did], algorithm_did)).job_id

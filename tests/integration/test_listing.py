@@ -21,7 +21,7 @@ from c2d_common.server import insecure_channel
 from c2d_common.status import TERMINAL_STATUSES, JobStatus
 from engine_svc.config import EngineSettings
 from tests.conftest import requires_bwrap
-from tests.harness import CONSUMER, OTHER_CONSUMER, PUBLISHER, Suite, running_suite
+from tests.harness import CONSUMER, NOBODY, OTHER_CONSUMER, PUBLISHER, Suite, running_suite
 
 pytestmark = [requires_bwrap, pytest.mark.sandbox]
 
@@ -231,7 +231,7 @@ async def test_each_consumer_sees_only_their_own_jobs(listing: Listing) -> None:
     assert ids(theirs) == list(reversed(listing.other_created))
     assert all(job.owner == CONSUMER for page in mine for job in page.jobs)
     assert all(job.owner == OTHER_CONSUMER for page in theirs for job in page.jobs)
-    nobody = "0x" + "ee" * 20
+    nobody = NOBODY
     assert ids(await list_all(listing.suite, nobody, 0)) == []
 
 

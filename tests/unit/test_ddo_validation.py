@@ -69,7 +69,9 @@ ACCEPTED = {
         compute={
             "allowRawAlgorithm": True,
             "allowNetworkAccess": False,
-            "publisherTrustedAlgorithms": [{"did": "did:op:" + "1" * 64}],
+            "publisherTrustedAlgorithms": [
+                {"did": "did:op:" + "1" * 64, "filesChecksum": SHA, "containerSectionChecksum": SHA}
+            ],
             "publisherTrustedAlgorithmPublishers": ["0x" + "9b" * 20],
         }
     ),
@@ -131,7 +133,10 @@ REJECTED: dict[str, tuple[Any, str]] = {
         edited(dataset(), _set("services.0.files", [{"url": "https://x/y"}] * (MAX_FILES + 1))),
         "services[0].files",
     ),
-    "file-string": (edited(dataset(), _set("services.0.files.0", "https://x/y")), "services[0].files[0].url"),
+    "file-string": (
+        edited(dataset(), _set("services.0.files.0", "https://x/y")),
+        "services[0].files[0] must be an object",
+    ),
     "url-missing": (edited(dataset(), _set("services.0.files.0", {})), "services[0].files[0].url"),
     "url-number": (edited(dataset(), _set("services.0.files.0.url", 5)), "services[0].files[0].url"),
     "url-empty": (edited(dataset(), _set("services.0.files.0.url", "")), "services[0].files[0].url"),

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class ComputeServiceStub:
     """The consumer-facing compute API: the publisher's front door.
-    Every request names the consumer's address; only a job's owner may see or control it.
+    Every request that names a consumer is signed by that consumer (Authorization); only a job's
+    owner may see or control it.
     """
 
     def __init__(self, channel):
@@ -76,11 +77,22 @@ class ComputeServiceStub:
                 request_serializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.GetEnvironmentsRequest.SerializeToString,
                 response_deserializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.GetEnvironmentsResponse.FromString,
                 _registered_method=True)
+        self.GetNonce = channel.unary_unary(
+                '/c2d.provider.v1.ComputeService/GetNonce',
+                request_serializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.GetNonceRequest.SerializeToString,
+                response_deserializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.GetNonceResponse.FromString,
+                _registered_method=True)
+        self.InitializeCompute = channel.unary_unary(
+                '/c2d.provider.v1.ComputeService/InitializeCompute',
+                request_serializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.InitializeComputeRequest.SerializeToString,
+                response_deserializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.InitializeComputeResponse.FromString,
+                _registered_method=True)
 
 
 class ComputeServiceServicer:
     """The consumer-facing compute API: the publisher's front door.
-    Every request names the consumer's address; only a job's owner may see or control it.
+    Every request that names a consumer is signed by that consumer (Authorization); only a job's
+    owner may see or control it.
     """
 
     def Start(self, request, context):
@@ -140,6 +152,20 @@ class ComputeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetNonce(self, request, context):
+        """The last nonce accepted from an address, and the provider's own address for signing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InitializeCompute(self, request, context):
+        """Quotes what each asset's datatoken order must carry (the provider fee this provider signs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ComputeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -183,6 +209,16 @@ def add_ComputeServiceServicer_to_server(servicer, server):
                     request_deserializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.GetEnvironmentsRequest.FromString,
                     response_serializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.GetEnvironmentsResponse.SerializeToString,
             ),
+            'GetNonce': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNonce,
+                    request_deserializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.GetNonceRequest.FromString,
+                    response_serializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.GetNonceResponse.SerializeToString,
+            ),
+            'InitializeCompute': grpc.unary_unary_rpc_method_handler(
+                    servicer.InitializeCompute,
+                    request_deserializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.InitializeComputeRequest.FromString,
+                    response_serializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.InitializeComputeResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'c2d.provider.v1.ComputeService', rpc_method_handlers)
@@ -193,7 +229,8 @@ def add_ComputeServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ComputeService:
     """The consumer-facing compute API: the publisher's front door.
-    Every request names the consumer's address; only a job's owner may see or control it.
+    Every request that names a consumer is signed by that consumer (Authorization); only a job's
+    owner may see or control it.
     """
 
     @staticmethod
@@ -412,6 +449,60 @@ class ComputeService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def GetNonce(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/c2d.provider.v1.ComputeService/GetNonce',
+            c2d_dot_provider_dot_v1_dot_request__response__pb2.GetNonceRequest.SerializeToString,
+            c2d_dot_provider_dot_v1_dot_request__response__pb2.GetNonceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InitializeCompute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/c2d.provider.v1.ComputeService/InitializeCompute',
+            c2d_dot_provider_dot_v1_dot_request__response__pb2.InitializeComputeRequest.SerializeToString,
+            c2d_dot_provider_dot_v1_dot_request__response__pb2.InitializeComputeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class AssetServiceStub:
     """Where publishers register datasets and algorithms.
@@ -440,7 +531,7 @@ class AssetServiceServicer:
     """
 
     def PublishAsset(self, request, context):
-        """Validates and stores a DDO; answers its DID.
+        """Validates and stores a DDO, signed by its publisher; answers its DID.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
