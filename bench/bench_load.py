@@ -76,7 +76,7 @@ async def main_async(jobs: int, watchers: int, clients: int, slots: int) -> str:
         async with local_suite(state / "suite", database_url=url, extra_env=env) as suite:
             pids = {name: process.pid for name, process in suite.processes.items()}
             memory = {name: [rss_mib(pid)] for name, pid in pids.items()}
-            async with ProviderClient(suite.provider_address, CONSUMER) as client:
+            async with ProviderClient(suite.provider_address, CONSUMER_KEY) as client:
                 did = await client.publish_asset(dataset_ddo("d", [data.as_uri()]))
             channels = [insecure_channel(suite.provider_address) for _ in range(max(clients, 10))]
             stubs = [provider_grpc.ComputeServiceStub(c) for c in channels]

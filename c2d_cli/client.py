@@ -16,6 +16,7 @@ from c2d.common.v1 import job_pb2, job_status_pb2
 from c2d.provider.v1 import request_response_pb2 as pb
 from c2d.provider.v1 import service_pb2_grpc
 from c2d_common.server import insecure_channel
+from c2d_common.signing import address_of, signing_interceptors
 
 
 class ChecksumMismatch(Exception):
@@ -31,10 +32,17 @@ class Download:
 
 
 class ProviderClient:
-    def __init__(self, address: str, consumer_address: str):
+    """Signs every call with the consumer's (or publisher's) private key; learns the provider's
+    address, which signatures name, from GetNonce when entered."""
+
+    def __init__(self, address: str, private_key: str):
         self.address = address
-        self.consumer = consumer_address
-        self.channel = insecure_channel(address)
+        self.consumer = address_of(private_key)
+        self.private_key = private_key
+        self.provider_address = ""
+        self.channel = insecure_channel(
+            address, signing_interceptors({self.consumer: private_key}, lambda: self.provider_address)
+        )
         self.compute = service_pb2_grpc.ComputeServiceStub(self.channel)
         self.assets = service_pb2_grpc.AssetServiceStub(self.channel)
 
@@ -42,6 +50,11 @@ class ProviderClient:
         await self.channel.close()
 
     async def __aenter__(self) -> ProviderClient:
+        try:
+            self.provider_address = (await self.get_nonce()).provider_address
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -60,6 +73,7 @@ class ProviderClient:
         environment_id: str = "",
         parameters: dict[str, Any] | None = None,
         request_id: str = "",
+        orders: dict[str, str] | None = None,
     ) -> pb.StartResponse:
         request = pb.StartRequest(
             consumer_address=self.consumer,
@@ -67,6 +81,7 @@ class ProviderClient:
             additional_dataset_dids=dataset_dids[1:],
             environment_id=environment_id,
             request_id=request_id,
+            orders=[pb.AssetOrder(did=did, tx_id=tx) for did, tx in (orders or {}).items()],
         )
         if algorithm_did:
             request.algorithm_did = algorithm_did
@@ -143,6 +158,23 @@ class ProviderClient:
         response = await self.compute.GetEnvironments(pb.GetEnvironmentsRequest(), timeout=30)
         return list(response.environments)
 
+    async def get_nonce(self, address: str = "") -> pb.GetNonceResponse:
+        return await self.compute.GetNonce(pb.GetNonceRequest(address=address or self.consumer), timeout=30)
+
+    async def initialize_compute(
+        self, dataset_dids: list[str], algorithm_did: str = "", environment_id: str = ""
+    ) -> pb.InitializeComputeResponse:
+        return await self.compute.InitializeCompute(
+            pb.InitializeComputeRequest(
+                consumer_address=self.consumer,
+                dataset_did=dataset_dids[0],
+                additional_dataset_dids=dataset_dids[1:],
+                algorithm_did=algorithm_did,
+                environment_id=environment_id,
+            ),
+            timeout=60,
+        )
+
     # --- AssetService ---------------------------------------------------------------------------
 
     async def publish_asset(self, ddo: dict[str, Any]) -> str:
@@ -156,6 +188,19 @@ class ProviderClient:
     async def get_asset(self, did: str) -> dict[str, Any]:
         response = await self.assets.GetAsset(pb.GetAssetRequest(did=did), timeout=30)
         return json_format.MessageToDict(response.ddo)
+
+    async def trusted_algorithm(self, did: str) -> dict[str, str]:
+        """A publisherTrustedAlgorithms entry that pins the algorithm as it is published now."""
+        response = await self.assets.GetAsset(pb.GetAssetRequest(did=did), timeout=30)
+        if not response.container_section_checksum:
+            raise ValueError(f"{did} is not an algorithm")
+        if not response.files_checksum:
+            raise ValueError(f"{did} declares no checksum for some of its files: it cannot be trusted by DID")
+        return {
+            "did": did,
+            "filesChecksum": response.files_checksum,
+            "containerSectionChecksum": response.container_section_checksum,
+        }
 
     # --- downloads ------------------------------------------------------------------------------
 

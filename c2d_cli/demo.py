@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from c2d_cli.client import ProviderClient
-from c2d_cli.main import DEV_ADDRESS, SAMPLES, _out, dataset_ddo, describe, download_all, watch_job
+from c2d_cli.main import SAMPLES, _out, dataset_ddo, describe, download_all, read_key, watch_job
 from c2d_cli.processes import start_local_suite, stop_local_suite
 from c2d_common.status import JobStatus
 
@@ -31,7 +31,11 @@ async def run_demo(state_dir: Path | None) -> int:
             f"  engine {suite.address('engine')}  operator {suite.address('operator')}  "
             f"provider {suite.provider_address}  (ready in {time.monotonic() - began:.1f} s)"
         )
-        async with ProviderClient(suite.provider_address, DEV_ADDRESS) as client:
+        # The demo's consumer (and publisher) key lives with its state; every call is signed with it.
+        async with ProviderClient(
+            suite.provider_address, read_key(root / "consumer.key", create=True)
+        ) as client:
+            _out(f"consumer {client.consumer}: every call is signed (EIP-191) with a fresh nonce")
             envs = await client.get_environments()
             _out(f"environment: {envs[0].id} — {envs[0].description}")
             dataset = SAMPLES / "weather.csv"

@@ -1,7 +1,8 @@
 """`c2d`: start, watch, list, stop, logs and results of compute jobs; publish assets; run the demo.
 
-The provider's address comes from --provider or C2D_PROVIDER_ADDRESS (default 127.0.0.1:50051); the
-consumer's address from --address or C2D_CONSUMER_ADDRESS.
+The provider's address comes from --provider or C2D_PROVIDER_ADDRESS (default 127.0.0.1:50051).
+Every call is signed with your Ethereum key: C2D_KEY (hex), or the file --key-file / C2D_KEY_FILE,
+else ~/.config/c2d/key (created on first use; fine for local use, not for a funded account).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from c2d.common.v1 import job_pb2, job_status_pb2
 from c2d_cli.client import ChecksumMismatch, ProviderClient, status_name
 from c2d_common.status import JobStatus
 
-DEV_ADDRESS = "0x00000000000000000000000000000000000c2dc2"
+DEFAULT_KEY_FILE = Path("~/.config/c2d/key")
 SAMPLES = Path(__file__).parent / "samples"
 
 
@@ -36,44 +37,84 @@ def _out(line: str = "") -> None:
 # --- helpers --------------------------------------------------------------------------------------
 
 
+def read_key(path: Path, create: bool = False) -> str:
+    """A private key from a file (64 hex digits); with create, a new one if the file is absent."""
+    path = path.expanduser()
+    if create and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("0x" + os.urandom(32).hex() + "\n")
+        print(f"c2d: created a new key in {path}", file=sys.stderr)
+    key = path.read_text().strip()
+    if len(key.removeprefix("0x")) != 64:
+        raise SystemExit(f"c2d: {path} does not hold a private key (64 hex digits)")
+    return key
+
+
+def resolve_key(key_file: str | None) -> str:
+    if os.environ.get("C2D_KEY"):
+        return os.environ["C2D_KEY"]
+    if key_file:
+        return read_key(Path(key_file))
+    return read_key(DEFAULT_KEY_FILE, create=True)
+
+
 def dataset_ddo(
-    name: str, urls: list[str], allow_raw: bool = True, trusted: list[str] | None = None
+    name: str,
+    urls: list[str],
+    allow_raw: bool = True,
+    trusted: list[dict[str, str]] | None = None,
+    trusted_publishers: list[str] | None = None,
+    datatoken: str = "",
+    timeout: int = 0,
+    allow_network: bool = False,
 ) -> dict[str, Any]:
-    files = []
-    for url in urls:
-        entry: dict[str, Any] = {"url": url}
-        path = _local_path(url)
-        if path is not None:
-            entry["checksum"] = hashlib.sha256(path.read_bytes()).hexdigest()
-            entry["contentLength"] = path.stat().st_size
-        files.append(entry)
+    files = [_file_entry(url) for url in urls]
+    service: dict[str, Any] = {
+        "type": "compute",
+        "files": files,
+        "timeout": timeout,
+        "compute": {
+            "allowRawAlgorithm": allow_raw,
+            "allowNetworkAccess": allow_network,
+            "publisherTrustedAlgorithms": trusted or [],
+            "publisherTrustedAlgorithmPublishers": trusted_publishers or [],
+        },
+    }
+    if datatoken:
+        service["datatokenAddress"] = datatoken
     return {
         "metadata": {"name": name, "type": "dataset", "description": f"{name}, published with c2d"},
-        "services": [
-            {
-                "type": "compute",
-                "files": files,
-                "timeout": 3600,
-                "compute": {
-                    "allowRawAlgorithm": allow_raw,
-                    "allowNetworkAccess": False,
-                    "publisherTrustedAlgorithms": [{"did": did} for did in (trusted or [])],
-                    "publisherTrustedAlgorithmPublishers": [],
-                },
-            }
-        ],
+        "services": [service],
     }
 
 
-def algorithm_ddo(name: str, urls: list[str], entrypoint: str, runtime: str) -> dict[str, Any]:
+def algorithm_ddo(
+    name: str, urls: list[str], entrypoint: str, runtime: str, datatoken: str = ""
+) -> dict[str, Any]:
+    service: dict[str, Any] = {"type": "access", "files": [_file_entry(u) for u in urls]}
+    if datatoken:
+        service["datatokenAddress"] = datatoken
     return {
         "metadata": {
             "name": name,
             "type": "algorithm",
             "algorithm": {"container": {"entrypoint": entrypoint, "runtime": runtime}},
         },
-        "services": [{"type": "access", "files": [{"url": u} for u in urls]}],
+        "services": [service],
     }
+
+
+def _file_entry(url: str) -> dict[str, Any]:
+    """A DDO file; a local file gets its sha256 and size, which pin it (an algorithm can only be
+    trusted by DID when every file has a checksum)."""
+    entry: dict[str, Any] = {"url": url}
+    path = _local_path(url)
+    if path is not None:
+        entry["checksum"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        entry["contentLength"] = path.stat().st_size
+    return entry
 
 
 def _local_path(url: str) -> Path | None:
@@ -115,9 +156,22 @@ def _elapsed(start: float) -> str:
 async def cmd_publish(client: ProviderClient, args: argparse.Namespace) -> int:
     urls = [to_url(p) for p in args.files]
     if args.type == "dataset":
-        ddo = dataset_ddo(args.name, urls, allow_raw=not args.no_raw, trusted=args.trust_algorithm)
+        try:
+            trusted = [await client.trusted_algorithm(did) for did in args.trust_algorithm or []]
+        except ValueError as exc:
+            raise SystemExit(f"c2d: {exc}") from None
+        ddo = dataset_ddo(
+            args.name,
+            urls,
+            allow_raw=not args.no_raw,
+            trusted=trusted,
+            trusted_publishers=[p.lower() for p in args.trust_publisher or []],
+            datatoken=args.datatoken,
+            timeout=args.timeout,
+            allow_network=args.allow_network,
+        )
     else:
-        ddo = algorithm_ddo(args.name, urls, args.entrypoint, args.runtime)
+        ddo = algorithm_ddo(args.name, urls, args.entrypoint, args.runtime, datatoken=args.datatoken)
     did = await client.publish_asset(ddo)
     _out(did)
     return 0
@@ -135,6 +189,12 @@ async def start_job(client: ProviderClient, args: argparse.Namespace) -> str:
             dataset_dids.append(did)
     params = parse_params(args.param or [], args.params_json)
     entrypoint = shlex.split(args.entrypoint) if args.entrypoint else []
+    orders = {}
+    for pair in args.order or []:
+        did, sep, tx = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"c2d: --order {pair!r} must be DID=TX_ID")
+        orders[did] = tx
     if args.algorithm.startswith("did:"):
         response = await client.start(
             dataset_dids,
@@ -142,6 +202,7 @@ async def start_job(client: ProviderClient, args: argparse.Namespace) -> str:
             environment_id=args.env,
             parameters=params,
             request_id=args.request_id,
+            orders=orders,
         )
     else:
         if urlparse(args.algorithm).scheme in ("http", "https"):
@@ -157,6 +218,7 @@ async def start_job(client: ProviderClient, args: argparse.Namespace) -> str:
             environment_id=args.env,
             parameters=params,
             request_id=args.request_id,
+            orders=orders,
         )
     _out(f"job {response.job_id} started")
     return response.job_id
@@ -288,6 +350,63 @@ async def cmd_results(client: ProviderClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_address(client: ProviderClient, args: argparse.Namespace) -> int:
+    nonce = await client.get_nonce()
+    _out(f"you:      {client.consumer} (last nonce accepted here: {nonce.nonce})")
+    _out(f"provider: {nonce.provider_address} at {client.address}, chain {nonce.chain_id or 'none'}")
+    return 0
+
+
+async def cmd_checksums(client: ProviderClient, args: argparse.Namespace) -> int:
+    try:
+        entry = await client.trusted_algorithm(args.did)
+    except ValueError as exc:
+        raise SystemExit(f"c2d: {exc}") from None
+    _out(json.dumps(entry, indent=2))
+    return 0
+
+
+async def cmd_initialize(client: ProviderClient, args: argparse.Namespace) -> int:
+    algorithm = args.algorithm if args.algorithm and args.algorithm.startswith("did:") else ""
+    response = await client.initialize_compute(args.dataset, algorithm, args.env)
+    if not response.quotes:
+        _out("this environment is free: no order is needed")
+        return 0
+    from google.protobuf import json_format
+
+    for quote in response.quotes:
+        _out(json.dumps(json_format.MessageToDict(quote), indent=2))
+    return 0
+
+
+async def cmd_sign(client: ProviderClient, args: argparse.Namespace) -> int:
+    """Prints a request as JSON with its auth filled in, for buf curl, grpcurl or any other client."""
+    from google.protobuf import json_format, message_factory
+
+    from c2d.provider.v1 import service_pb2
+    from c2d_common.signing import NonceClock, method_name, sign_request
+
+    name = method_name(args.method)
+    service_name, _, rpc = name.rpartition(".")
+    try:
+        service = service_pb2.DESCRIPTOR.services_by_name[service_name.rpartition(".")[2]]
+        method = service.methods_by_name[rpc]
+    except KeyError:
+        raise SystemExit(f"c2d: no provider method {args.method!r}") from None
+    request_type = message_factory.GetMessageClass(method.input_type)
+    request = json_format.Parse(args.json or "{}", request_type())
+    if "auth" not in method.input_type.fields_by_name:
+        raise SystemExit(f"c2d: {name} is not a signed call")
+    for field in ("consumer_address", "publisher_address"):
+        if field in method.input_type.fields_by_name and not getattr(request, field):
+            setattr(request, field, client.consumer)
+    last = (await client.get_nonce()).nonce
+    nonce = max(last + 1, NonceClock().next())
+    sign_request(request, name, client.provider_address, client.private_key, nonce)
+    _out(json_format.MessageToJson(request, preserving_proto_field_name=True, indent=None))
+    return 0
+
+
 async def cmd_envs(client: ProviderClient, args: argparse.Namespace) -> int:
     for env in await client.get_environments():
         network = "network" if env.network_allowed else "no network"
@@ -312,9 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the provider's host:port (env C2D_PROVIDER_ADDRESS)",
     )
     parser.add_argument(
-        "--address",
-        default=os.environ.get("C2D_CONSUMER_ADDRESS", DEV_ADDRESS),
-        help="your Ethereum address (env C2D_CONSUMER_ADDRESS)",
+        "--key-file",
+        default=os.environ.get("C2D_KEY_FILE"),
+        help="your Ethereum private key, which signs every call (env C2D_KEY_FILE, or the key itself "
+        "in C2D_KEY; default ~/.config/c2d/key, created on first use)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -339,7 +459,23 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--type", choices=("dataset", "algorithm"), default="dataset")
     publish.add_argument("--no-raw", action="store_true", help="dataset: refuse raw algorithms")
     publish.add_argument(
-        "--trust-algorithm", action="append", metavar="DID", help="dataset: trust this algorithm"
+        "--trust-algorithm",
+        action="append",
+        metavar="DID",
+        help="dataset: trust this algorithm as it is now (its checksums are pinned)",
+    )
+    publish.add_argument(
+        "--trust-publisher",
+        action="append",
+        metavar="ADDRESS",
+        help="dataset: trust this publisher's algorithms",
+    )
+    publish.add_argument("--datatoken", default="", help="the service's datatoken address (paid use)")
+    publish.add_argument(
+        "--timeout", type=int, default=0, help="dataset: how long an order lasts (0: forever)"
+    )
+    publish.add_argument(
+        "--allow-network", action="store_true", help="dataset: may run in environments with network"
     )
     publish.add_argument("--entrypoint", default="python3 $ALGO", help="algorithm: its command line")
     publish.add_argument("--runtime", default="python3", help="algorithm: its runtime")
@@ -364,6 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--params-json", help="algorithm parameters as a JSON object")
     start.add_argument("--env", default="", help="compute environment id (see `c2d envs`)")
     start.add_argument("--request-id", default="", help="makes a retried start return the same job")
+    start.add_argument(
+        "--order",
+        action="append",
+        metavar="DID=TX_ID",
+        help="the order paying for an asset (paid environments)",
+    )
     start.add_argument("--watch", action="store_true", help="follow the job until it ends")
 
     for name, help_text in (
@@ -391,6 +533,22 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=0)
 
     sub.add_parser("envs", help="the compute environments on offer")
+    sub.add_parser("address", help="your address, your last nonce, and the provider's address")
+    checksums = sub.add_parser(
+        "checksums", help="an algorithm's publisherTrustedAlgorithms entry (filesChecksum, container)"
+    )
+    checksums.add_argument("did")
+    sign = sub.add_parser(
+        "sign",
+        help="print a request as JSON, signed, for buf curl or grpcurl: "
+        "c2d sign c2d.provider.v1.ComputeService/List '{}'",
+    )
+    sign.add_argument("method", help="e.g. c2d.provider.v1.ComputeService/Start")
+    sign.add_argument("json", nargs="?", default="{}", help="the request as JSON (your address is filled in)")
+    initialize = sub.add_parser("initialize", help="what each asset's order must carry (paid environments)")
+    initialize.add_argument("--dataset", action="append", required=True, metavar="DID")
+    initialize.add_argument("--algorithm", default="", metavar="DID")
+    initialize.add_argument("--env", default="")
     return parser
 
 
@@ -404,6 +562,10 @@ COMMANDS = {
     "logs": cmd_logs,
     "results": cmd_results,
     "envs": cmd_envs,
+    "address": cmd_address,
+    "checksums": cmd_checksums,
+    "initialize": cmd_initialize,
+    "sign": cmd_sign,
 }
 
 
@@ -422,7 +584,7 @@ async def run(args: argparse.Namespace) -> int:
             args.engine_port,
             args.metrics_base_port,
         )
-    async with ProviderClient(args.provider, args.address) as client:
+    async with ProviderClient(args.provider, resolve_key(args.key_file)) as client:
         return await COMMANDS[args.command](client, args)
 
 

@@ -16,12 +16,14 @@ from c2d_cli.client import ProviderClient
 from c2d_cli.main import dataset_ddo
 from c2d_cli.processes import local_suite, restart_service
 from c2d_common.server import insecure_channel
+from c2d_common.signing import address_of, signing_interceptors
 from c2d_common.status import JobStatus
 from tests.conftest import requires_bwrap
 
 pytestmark = [pytest.mark.e2e, requires_bwrap]
 
-CONSUMER = "0x" + "ab" * 20
+CONSUMER_KEY = "0x" + "ab" * 32
+CONSUMER = address_of(CONSUMER_KEY)
 KILLS = 50
 JOBS = 24
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
@@ -39,6 +41,13 @@ async def _retrying(call, attempts: int = 400):  # type: ignore[no-untyped-def]
     raise AssertionError("the service never came back")
 
 
+async def _signed_channel(address: str) -> grpc.aio.Channel:
+    """Signs every call; the provider's address (which signatures name) survives its restarts."""
+    async with ProviderClient(address, CONSUMER_KEY) as client:
+        provider = client.provider_address
+    return insecure_channel(address, signing_interceptors({CONSUMER: CONSUMER_KEY}, provider))
+
+
 async def test_random_kills_lose_no_job(tmp_path: Path) -> None:
     rng = random.Random(20261126)
     data = tmp_path / "data" / "d.csv"
@@ -50,10 +59,10 @@ async def test_random_kills_lose_no_job(tmp_path: Path) -> None:
         "C2D_LOG_LEVEL": "warning",
     }
     async with local_suite(tmp_path / "state", extra_env=extra) as suite:
-        channel = insecure_channel(suite.provider_address)
+        channel = await _signed_channel(suite.provider_address)
         compute = provider_grpc.ComputeServiceStub(channel)
         try:
-            async with ProviderClient(suite.provider_address, CONSUMER) as client:
+            async with ProviderClient(suite.provider_address, CONSUMER_KEY) as client:
                 did = await client.publish_asset(dataset_ddo("d", [data.as_uri()]))
             job_ids: list[str] = []
             for index in range(JOBS):

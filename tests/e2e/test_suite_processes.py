@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from c2d_cli.processes import LocalSuite, local_suite, stop_local_suite
+from c2d_common.signing import address_of
 from tests.conftest import requires_bwrap
 
 pytestmark = [pytest.mark.e2e, requires_bwrap]
 
-CONSUMER = "0x" + "e2" * 20
+CONSUMER_KEY = "0x" + "e2" * 32
+CONSUMER = address_of(CONSUMER_KEY)
 SAMPLES = Path(__file__).resolve().parents[2] / "c2d_cli" / "samples"
 BUF = shutil.which("buf", path=os.path.dirname(sys.executable)) or shutil.which("buf")
 
@@ -37,8 +39,6 @@ def c2d_command(suite: LocalSuite, *args: str) -> list[str]:
         "c2d_cli.main",
         "--provider",
         suite.provider_address,
-        "--address",
-        CONSUMER,
         *args,
     ]
 
@@ -52,7 +52,17 @@ def c2d(
         text=True,
         timeout=timeout,
         cwd=cwd,
+        env={**os.environ, "C2D_KEY": CONSUMER_KEY},
     )
+
+
+def signed(suite: LocalSuite, method: str, body: dict) -> dict:
+    """The request with its auth, as `c2d sign` prints it for buf curl users."""
+    done = c2d(suite, "sign", method, json.dumps(body))
+    assert done.returncode == 0, done.stderr
+    request = json.loads(done.stdout)
+    assert request["auth"]["signature"].startswith("0x")
+    return request
 
 
 def buf_curl(
@@ -134,6 +144,7 @@ async def test_cli_stops_a_running_job(suite: LocalSuite, tmp_path: Path) -> Non
         c2d_command(suite, "logs", "-f", job_id),
         stdout=subprocess.PIPE,
         text=True,
+        env={**os.environ, "C2D_KEY": CONSUMER_KEY},
     )
     assert follower.stdout is not None
     assert follower.stdout.readline().strip() == "sleeping"
@@ -195,19 +206,23 @@ async def test_buf_curl_through_reflection(suite: LocalSuite) -> None:
     published = buf_curl(
         suite.provider_address,
         "c2d.provider.v1.AssetService/PublishAsset",
-        {
-            "publisher_address": CONSUMER,
-            "ddo": {
-                "metadata": {"name": "weather", "type": "dataset"},
-                "services": [
-                    {
-                        "type": "compute",
-                        "files": [{"url": dataset.as_uri()}],
-                        "compute": {"allowRawAlgorithm": True},
-                    }
-                ],
+        signed(
+            suite,
+            "c2d.provider.v1.AssetService/PublishAsset",
+            {
+                "publisher_address": CONSUMER,
+                "ddo": {
+                    "metadata": {"name": "weather", "type": "dataset"},
+                    "services": [
+                        {
+                            "type": "compute",
+                            "files": [{"url": dataset.as_uri()}],
+                            "compute": {"allowRawAlgorithm": True},
+                        }
+                    ],
+                },
             },
-        },
+        ),
     )
     assert published.returncode == 0, published.stderr
     did = json.loads(published.stdout)["did"]
@@ -220,11 +235,15 @@ async def test_buf_curl_through_reflection(suite: LocalSuite) -> None:
     started = buf_curl(
         suite.provider_address,
         "c2d.provider.v1.ComputeService/Start",
-        {
-            "consumer_address": CONSUMER,
-            "dataset_did": did,
-            "raw_algorithm": {"code": base64.b64encode(code).decode()},
-        },
+        signed(
+            suite,
+            "c2d.provider.v1.ComputeService/Start",
+            {
+                "consumer_address": CONSUMER,
+                "dataset_did": did,
+                "raw_algorithm": {"code": base64.b64encode(code).decode()},
+            },
+        ),
     )
     assert started.returncode == 0, started.stderr
     job_id = json.loads(started.stdout)["jobId"]
@@ -232,7 +251,9 @@ async def test_buf_curl_through_reflection(suite: LocalSuite) -> None:
     watched = buf_curl(
         suite.provider_address,
         "c2d.provider.v1.ComputeService/Watch",
-        {"consumer_address": CONSUMER, "job_id": job_id},
+        signed(
+            suite, "c2d.provider.v1.ComputeService/Watch", {"consumer_address": CONSUMER, "job_id": job_id}
+        ),
     )
     assert watched.returncode == 0, watched.stderr
     events = json_stream(watched.stdout)
@@ -243,7 +264,11 @@ async def test_buf_curl_through_reflection(suite: LocalSuite) -> None:
     result = buf_curl(
         suite.provider_address,
         "c2d.provider.v1.ComputeService/GetResult",
-        {"consumer_address": CONSUMER, "job_id": job_id, "name": "hi.txt"},
+        signed(
+            suite,
+            "c2d.provider.v1.ComputeService/GetResult",
+            {"consumer_address": CONSUMER, "job_id": job_id, "name": "hi.txt"},
+        ),
     )
     chunks = json_stream(result.stdout)
     assert base64.b64decode(chunks[0]["data"]) == b"hi"
@@ -252,7 +277,11 @@ async def test_buf_curl_through_reflection(suite: LocalSuite) -> None:
     bad = buf_curl(
         suite.provider_address,
         "c2d.provider.v1.ComputeService/GetJobDetails",
-        {"consumer_address": CONSUMER, "job_id": "not-a-job"},
+        signed(
+            suite,
+            "c2d.provider.v1.ComputeService/GetJobDetails",
+            {"consumer_address": CONSUMER, "job_id": "not-a-job"},
+        ),
     )
     assert bad.returncode != 0 and "invalid_argument" in bad.stderr.lower()
 
