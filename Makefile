@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock scripts/setup.sh
+$(STAMP): pyproject.toml requirements.lock package-lock.json scripts/setup.sh
 	bash scripts/setup.sh
 	touch $(STAMP)
 
