@@ -20,6 +20,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -75,8 +76,13 @@ class ChainSettings:
     request_timeout_seconds: float = 10.0
 
     def __post_init__(self) -> None:
-        if not self.rpc_url.startswith(("http://", "https://")):
-            raise ConfigError(f"the chain RPC URL {self.rpc_url!r} is not an http(s):// URL")
+        try:
+            url = urlsplit(self.rpc_url)
+            url_fits = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+        except ValueError:  # a port that is no number
+            url_fits = False
+        if not url_fits:
+            raise ConfigError("the chain RPC URL is not an http(s)://host[:port]/… URL")
         if self.chain_id <= 0:
             raise ConfigError("the chain id must be a positive integer")
         try:
@@ -461,6 +467,9 @@ class OrderChecker:
             )
         )
         self._contract = self.web3.eth.contract(abi=_datatoken_abi())
+        # For the log: hosted nodes carry their API key in the URL (path, query or user part).
+        node = urlsplit(settings.rpc_url)
+        self._node = f"{node.scheme}://{node.hostname}" + (f":{node.port}" if node.port else "")
         self._chain_checked = False
 
     async def close(self) -> None:
@@ -540,7 +549,7 @@ class OrderChecker:
             TooManyRequests,
             Web3RPCError,
         ) as exc:
-            log.warning("chain node unavailable", rpc_url=self.settings.rpc_url, error=repr(exc))
+            log.warning("chain node unavailable", node=self._node, error=repr(exc))
             raise ChainUnavailable(_UNREACHABLE) from None
 
     async def _check_chain_id(self) -> None:
@@ -550,7 +559,7 @@ class OrderChecker:
         if node_chain_id != self.settings.chain_id:
             log.error(
                 "chain node is on another chain",
-                rpc_url=self.settings.rpc_url,
+                node=self._node,
                 node_chain_id=node_chain_id,
                 configured_chain_id=self.settings.chain_id,
             )

@@ -672,6 +672,8 @@ def test_chain_settings_from_the_environment(chain_env: pytest.MonkeyPatch, tmp_
             {"C2D_CHAIN_ID": "1", "C2D_PROVIDER_KEY": KEY, "C2D_PROVIDER_FEE_VALIDITY_SECONDS": "0"},
             "positive",
         ),
+        ({"C2D_CHAIN_ID": "1", "C2D_PROVIDER_KEY": KEY, "C2D_CHAIN_RPC_URL": "ws://node"}, "not an http"),
+        ({"C2D_CHAIN_ID": "1", "C2D_PROVIDER_KEY": KEY, "C2D_CHAIN_RPC_URL": "http://node:x"}, "not an http"),
     ],
 )
 def test_chain_settings_that_cannot_work_stop_the_start(
