@@ -12,6 +12,7 @@ from provider_svc.config import ProviderSettings
 from provider_svc.domain.assets import AssetStore
 from provider_svc.domain.auth import Authenticator
 from provider_svc.domain.compute import ComputeFrontDoor, OrderChecking
+from provider_svc.infra.chain import ChainSettings, OrderChecker
 from provider_svc.infra.ledger import Ledger, migrate
 from provider_svc.infra.operator_client import OperatorClient
 from provider_svc.infra.result_store import LocalResultStore
@@ -43,6 +44,12 @@ def build_provider(settings: ProviderSettings, orders: OrderChecking | None = No
 
 
 async def serve(settings: ProviderSettings) -> None:
-    server = build_provider(settings)
+    orders = None
+    chain = ChainSettings.from_env(settings.resolved_private_key())
+    if chain is not None:
+        orders = OrderChecker(chain)
+    server = build_provider(settings, orders)
+    if orders is not None:
+        server.on_stop(orders.close)
     await server.start(settings.port_file)
     await server.wait_for_termination_signal()

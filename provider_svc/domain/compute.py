@@ -44,8 +44,11 @@ TX_ID_PATTERN = re.compile(r"0x[0-9a-fA-F]{64}")
 
 
 class VerifiedOrderLike(Protocol):
-    tx_hash: str
-    datatoken: str
+    @property
+    def tx_hash(self) -> str: ...
+
+    @property
+    def datatoken(self) -> str: ...
 
 
 class OrderChecking(Protocol):
