@@ -80,6 +80,11 @@ async def run_demo(state_dir: Path | None) -> int:
                 )
             leftovers = list((root / "work").glob(f"{job_id}*"))
             _out(f"sandbox files left after the job: {len(leftovers)}")
+            nonce = await client.get_nonce()
+            _out(
+                f"signed calls: the provider ({nonce.provider_address}) accepted nonces up to "
+                f"{nonce.nonce} from you; a replay of any of them is refused"
+            )
     finally:
         codes = stop_local_suite(suite)
         _out(f"services stopped (exit codes: {', '.join(f'{k} {v}' for k, v in codes.items())})")
