@@ -133,6 +133,38 @@ async def test_cli_runs_a_job_end_to_end(suite: LocalSuite, tmp_path: Path) -> N
     assert unknown.returncode == 2 and "NOT_FOUND" in unknown.stderr
 
 
+async def test_cli_publisher_trusts_an_algorithm_and_the_consumer_runs_it(suite: LocalSuite) -> None:
+    published = c2d(
+        suite, "publish", str(SAMPLES / "summarize.py"), "--type", "algorithm", "--name", "summary"
+    )
+    assert published.returncode == 0, published.stderr
+    algorithm = published.stdout.strip()
+    checksums = c2d(suite, "checksums", algorithm)
+    assert checksums.returncode == 0, checksums.stderr
+    entry = json.loads(checksums.stdout)
+    assert entry["did"] == algorithm and len(entry["filesChecksum"]) == 64
+    dataset = c2d(
+        suite,
+        "publish",
+        str(SAMPLES / "weather.csv"),
+        "--name",
+        "w",
+        "--no-raw",
+        "--trust-algorithm",
+        algorithm,
+    )
+    assert dataset.returncode == 0, dataset.stderr
+    did = dataset.stdout.strip()
+
+    raw = c2d(suite, "start", "--dataset", did, "--algorithm", str(SAMPLES / "summarize.py"))
+    assert raw.returncode == 2 and "PERMISSION_DENIED" in raw.stderr and "raw algorithms" in raw.stderr
+    started = c2d(suite, "start", "--dataset", did, "--algorithm", algorithm, "--watch")
+    assert started.returncode == 0 and "FINISHED" in started.stdout, started.stdout + started.stderr
+
+    me = c2d(suite, "address")
+    assert CONSUMER in me.stdout and "last nonce accepted here" in me.stdout
+
+
 async def test_cli_stops_a_running_job(suite: LocalSuite, tmp_path: Path) -> None:
     algorithm = tmp_path / "sleep.py"
     algorithm.write_text("import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n")
