@@ -1,30 +1,78 @@
-"""Builds the engine: backend, runner, gRPC server."""
+"""Builds the engine: backend, runner, gRPC server.
+
+The backend is chosen by C2D_BACKEND: `local` (sandboxes on this machine, the default) or
+`kubernetes` (a pod per phase, configured by C2D_K8S_*; see docs/kubernetes.md).
+"""
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
+
 from c2d.engine.v1 import service_pb2, service_pb2_grpc
+from c2d_common.env import ConfigError
 from c2d_common.server import ServiceServer
 from engine_svc.api.servicer import EngineServicer
 from engine_svc.config import EngineSettings
+from engine_svc.domain.model import Backend
 from engine_svc.domain.runner import JobRunner, RunnerSettings
 from engine_svc.domain.runs import RunRegistry
 from engine_svc.infra.local_backend import LocalBackend, LocalBackendSettings, default_runtimes
 
+if TYPE_CHECKING:
+    from engine_svc.infra.kubernetes import KubernetesSettings
+
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["EngineService"].full_name
+BACKENDS = ("local", "kubernetes")
 
 
-def build_engine(settings: EngineSettings) -> tuple[ServiceServer, JobRunner]:
-    backend = LocalBackend(
-        LocalBackendSettings(
-            work_dir=settings.work_dir,
+def _podtools_env(settings: EngineSettings) -> dict[str, str]:
+    """The storage variables podtools read (S3, IPFS), where the engine's settings have them."""
+    storage = getattr(settings, "storage", None)
+    return dict(storage.podtools_env()) if storage is not None else {}
+
+
+def build_engine(
+    settings: EngineSettings,
+    *,
+    backend: str | None = None,
+    kubernetes: KubernetesSettings | None = None,
+) -> tuple[ServiceServer, JobRunner]:
+    """backend: "local" or "kubernetes" (default: C2D_BACKEND, else local); kubernetes: that
+    backend's settings (default: from C2D_K8S_*)."""
+    name = backend or os.environ.get("C2D_BACKEND", "") or "local"
+    if name not in BACKENDS:
+        raise ConfigError(f"C2D_BACKEND={name!r}: use local or kubernetes")
+    server = ServiceServer("engine", settings.listen, [SERVICE_NAME], metrics_listen=settings.metrics_listen)
+    chosen: Backend
+    if name == "kubernetes":
+        # Imported only when chosen: the Kubernetes client takes seconds to import.
+        from engine_svc.infra.kubernetes import KubernetesBackend, KubernetesSettings
+
+        k8s = KubernetesBackend(
+            kubernetes or KubernetesSettings.from_env(),
             results_dir=settings.results_dir,
-            file_policy=settings.file_policy(),
             allow_private_input_hosts=settings.allow_private_input_hosts,
-            runtimes={**default_runtimes(), **settings.runtimes},
+            podtools_env=_podtools_env(settings),
         )
-    )
+        # Before the runner cancels its runs: the jobs' pods keep running for the next engine.
+        server.before_stop(k8s.detach)
+        server.on_stop(k8s.close)
+        chosen = k8s
+    else:
+        local = LocalBackend(
+            LocalBackendSettings(
+                work_dir=settings.work_dir,
+                results_dir=settings.results_dir,
+                file_policy=settings.file_policy(),
+                allow_private_input_hosts=settings.allow_private_input_hosts,
+                runtimes={**default_runtimes(), **settings.runtimes},
+            )
+        )
+        server.on_stop(local.close)
+        chosen = local
     runner = JobRunner(
-        backend,
+        chosen,
         list(settings.environments),
         RunnerSettings(
             max_concurrent_jobs=settings.max_concurrent_jobs,
@@ -33,15 +81,21 @@ def build_engine(settings: EngineSettings) -> tuple[ServiceServer, JobRunner]:
         ),
         RunRegistry(),
     )
-    server = ServiceServer("engine", settings.listen, [SERVICE_NAME], metrics_listen=settings.metrics_listen)
     service_pb2_grpc.add_EngineServiceServicer_to_server(EngineServicer(runner), server.server)
-
     server.before_stop(runner.shutdown)
-    server.on_stop(backend.close)
     return server, runner
 
 
+async def start_backend(runner: JobRunner) -> None:
+    """Connects a Kubernetes backend at start-up, so that a wrong kubeconfig stops the engine at
+    once and the jobs an earlier engine left are found (the local backend needs nothing)."""
+    start = getattr(runner.backend, "start", None)
+    if start is not None:
+        await start(wait_for_sync=False)
+
+
 async def serve(settings: EngineSettings) -> None:
-    server, _runner = build_engine(settings)
+    server, runner = build_engine(settings)
+    await start_backend(runner)
     await server.start(settings.port_file)
     await server.wait_for_termination_signal()

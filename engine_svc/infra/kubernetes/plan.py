@@ -1,0 +1,110 @@
+"""What podtools configure fetches in a job's configuration pod (podtools/configure.py's job.json).
+
+The same plan as the local backend's, minus file:// inputs: a pod cannot see the engine's files.
+The plan holds the datasets' locations and the publisher's HTTP headers, so it only ever travels
+in the job's configure Secret. Errors name the asset and the file's index, never a location.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+from google.protobuf import json_format
+
+from c2d.common.v1 import job_pb2
+from engine_svc.domain.model import JobContext
+
+MAX_HEADERS = 32
+MAX_HEADER_VALUE = 8192
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+# Headers podtools set themselves or that would change what is fetched.
+_RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "range",
+        "if-range",
+        "accept-encoding",
+        "te",
+    }
+)
+# A Secret holds at most 1 MiB; leave room for podtools' credentials beside the plan.
+MAX_PLAN_BYTES = 900 * 1024
+
+
+class PlanRefused(ValueError):
+    """An input this backend cannot fetch. `failed_input` says whose: "data" or "algorithm"."""
+
+    def __init__(self, failed_input: str, reason: str):
+        super().__init__(reason)
+        self.failed_input = failed_input
+
+
+def _http_options(location: job_pb2.FileLocation, what: str, failed_input: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    method = location.method.upper()
+    if method not in ("", "GET", "POST"):
+        raise PlanRefused(
+            failed_input, f"{what} asks for HTTP method {location.method[:10]!r}; GET or POST are supported"
+        )
+    if method:
+        options["method"] = method
+    if len(location.headers) > MAX_HEADERS:
+        raise PlanRefused(failed_input, f"{what} has more than {MAX_HEADERS} HTTP headers")
+    for name, value in location.headers.items():
+        if not _HEADER_NAME.fullmatch(name) or name.lower() in _RESERVED_HEADERS:
+            raise PlanRefused(failed_input, f"{what} has an HTTP header podtools cannot send")
+        if len(value) > MAX_HEADER_VALUE or any(c in value for c in "\r\n\0"):
+            raise PlanRefused(failed_input, f"{what} has an HTTP header value podtools cannot send")
+    if location.headers:
+        options["headers"] = dict(location.headers)
+    return options
+
+
+def configure_plan(job: JobContext, allow_private_hosts: bool) -> dict[str, Any]:
+    def locate(location: job_pb2.FileLocation, what: str, failed_input: str) -> dict[str, Any]:
+        scheme = urlparse(location.url).scheme
+        entry: dict[str, Any] = {"url": location.url, "sha256": location.sha256, "size": location.size}
+        if scheme in ("http", "https"):
+            entry.update(_http_options(location, what, failed_input))
+        elif scheme == "file":
+            raise PlanRefused(
+                failed_input,
+                f"{what} is a file:// URL, which only the local backend can read; publish it over https",
+            )
+        else:
+            raise PlanRefused(
+                failed_input, f"{what} has a URL scheme this engine does not fetch ({scheme[:20]!r})"
+            )
+        return entry
+
+    datasets = [
+        {
+            "did": dataset.did,
+            "files": [
+                locate(f, f"dataset {dataset.did} file {index}", "data")
+                for index, f in enumerate(dataset.files)
+            ],
+            "ddo": json_format.MessageToDict(dataset.ddo),
+        }
+        for dataset in job.spec.datasets
+    ]
+    algorithm = job.spec.algorithm
+    return {
+        "job_id": job.job_id,
+        "datasets": datasets,
+        "algorithm": {
+            "did": algorithm.did,
+            "files": [
+                locate(f, f"algorithm file {index}", "algorithm") for index, f in enumerate(algorithm.files)
+            ],
+            "raw_code": base64.b64encode(algorithm.raw_code).decode(),
+        },
+        "algorithm_parameters": json_format.MessageToDict(job.spec.algorithm_parameters),
+        "allow_private_hosts": allow_private_hosts,
+    }
