@@ -34,6 +34,8 @@ class Served:
     # Sleep between 64 KiB pieces (to see fetches overlap).
     delay_seconds: float = 0.0
     ranges: bool = True
+    # Transfer-Encoding: chunked, no Content-Length: the size is not announced.
+    chunked: bool = False
 
     @property
     def size(self) -> int:
@@ -162,7 +164,10 @@ class FileServer:
             status = 206
         handler.send_response(status)
         handler.send_header("Content-Type", "application/octet-stream")
-        handler.send_header("Content-Length", str(end - start))
+        if served.chunked:
+            handler.send_header("Transfer-Encoding", "chunked")
+        else:
+            handler.send_header("Content-Length", str(end - start))
         handler.send_header("ETag", served.etag)
         if served.ranges:
             handler.send_header("Accept-Ranges", "bytes")
@@ -189,6 +194,13 @@ class FileServer:
     def _send(
         self, handler: http.server.BaseHTTPRequestHandler, served: Served, start: int, end: int
     ) -> None:
+        if served.chunked:
+            data = served.data if isinstance(served.data, bytes) else served.data.read_bytes()
+            for position in range(start, end, 65536):
+                piece = data[position : min(end, position + 65536)]
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            handler.wfile.write(b"0\r\n\r\n")
+            return
         if isinstance(served.data, bytes):
             position = start
             while position < end:
