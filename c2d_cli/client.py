@@ -161,6 +161,20 @@ class ProviderClient:
     async def get_nonce(self, address: str = "") -> pb.GetNonceResponse:
         return await self.compute.GetNonce(pb.GetNonceRequest(address=address or self.consumer), timeout=30)
 
+    async def publish_results(
+        self,
+        job_id: str,
+        name: str = "",
+        result_names: list[str] | None = None,
+        compute: dict[str, Any] | None = None,
+    ) -> str:
+        request = pb.PublishResultsRequest(
+            consumer_address=self.consumer, job_id=job_id, name=name, result_names=result_names or []
+        )
+        if compute is not None:
+            request.compute.update(compute)
+        return (await self.compute.PublishResults(request, timeout=30)).did
+
     async def initialize_compute(
         self, dataset_dids: list[str], algorithm_did: str = "", environment_id: str = ""
     ) -> pb.InitializeComputeResponse:

@@ -350,6 +350,21 @@ async def cmd_results(client: ProviderClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_publish_results(client: ProviderClient, args: argparse.Namespace) -> int:
+    compute: dict[str, Any] | None = None
+    if args.allow_raw or args.trust_publisher:
+        compute = {
+            "allowRawAlgorithm": args.allow_raw,
+            "publisherTrustedAlgorithmPublishers": [
+                client.consumer,
+                *(p.lower() for p in args.trust_publisher or []),
+            ],
+        }
+    did = await client.publish_results(args.job_id, args.name, args.file or [], compute)
+    _out(did)
+    return 0
+
+
 async def cmd_address(client: ProviderClient, args: argparse.Namespace) -> int:
     nonce = await client.get_nonce()
     _out(f"you:      {client.consumer} (last nonce accepted here: {nonce.nonce})")
@@ -538,6 +553,17 @@ def build_parser() -> argparse.ArgumentParser:
         "checksums", help="an algorithm's publisherTrustedAlgorithms entry (filesChecksum, container)"
     )
     checksums.add_argument("did")
+    results_asset = sub.add_parser(
+        "publish-results",
+        help="publish a finished job's outputs as a new dataset you own (input for later jobs)",
+    )
+    results_asset.add_argument("job_id")
+    results_asset.add_argument("--name", default="")
+    results_asset.add_argument("--file", action="append", metavar="NAME", help="only this output (repeat)")
+    results_asset.add_argument("--allow-raw", action="store_true", help="let raw algorithms run on it")
+    results_asset.add_argument(
+        "--trust-publisher", action="append", metavar="ADDRESS", help="also trust this publisher's algorithms"
+    )
     sign = sub.add_parser(
         "sign",
         help="print a request as JSON, signed, for buf curl or grpcurl: "
@@ -566,6 +592,7 @@ COMMANDS = {
     "checksums": cmd_checksums,
     "initialize": cmd_initialize,
     "sign": cmd_sign,
+    "publish-results": cmd_publish_results,
 }
 
 

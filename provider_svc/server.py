@@ -15,7 +15,7 @@ from provider_svc.domain.compute import ComputeFrontDoor, OrderChecking
 from provider_svc.infra.chain import ChainSettings, OrderChecker
 from provider_svc.infra.ledger import Ledger, migrate
 from provider_svc.infra.operator_client import OperatorClient
-from provider_svc.infra.result_store import LocalResultStore
+from provider_svc.infra.result_store import ResultStore
 
 SERVICE_NAMES = [s.full_name for s in service_pb2.DESCRIPTOR.services_by_name.values()]
 
@@ -30,7 +30,7 @@ def build_provider(settings: ProviderSettings, orders: OrderChecking | None = No
     assets = AssetStore(settings.assets_dir, settings.file_policy(), public_url, chain_id)
     operator = OperatorClient(settings.operator_address)
     front_door = ComputeFrontDoor(
-        assets, operator, LocalResultStore(settings.results_dir), ledger, public_url, orders
+        assets, operator, ResultStore(settings.results_dir), ledger, public_url, orders
     )
     auth = Authenticator(ledger, address_of(key))
     server = ServiceServer("provider", settings.listen, SERVICE_NAMES, metrics_listen=settings.metrics_listen)

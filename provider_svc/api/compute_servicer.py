@@ -6,10 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from c2d.provider.v1 import request_response_pb2 as pb
 from c2d.provider.v1 import service_pb2, service_pb2_grpc
+from c2d_common.errors import InvalidArgument
 from c2d_common.ids import check_address
 from c2d_common.streams import until
 from provider_svc.domain.auth import Authenticator
@@ -123,6 +125,21 @@ class ComputeServicer(service_pb2_grpc.ComputeServiceServicer):
             provider_address=self.auth.provider_address,
             chain_id=self.front_door.chain_id,
         )
+
+    async def PublishResults(
+        self, request: pb.PublishResultsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PublishResultsResponse:
+        consumer = await self._consumer("PublishResults", request)
+        compute = None
+        if request.HasField("compute"):
+            try:
+                compute = json_format.MessageToDict(request.compute)
+            except ValueError:
+                raise InvalidArgument("compute holds NaN or Infinity, which JSON cannot carry") from None
+        did = await self.front_door.publish_results(
+            consumer, request.job_id, request.name, list(request.result_names), compute
+        )
+        return pb.PublishResultsResponse(did=did)
 
     async def InitializeCompute(
         self, request: pb.InitializeComputeRequest, context: grpc.aio.ServicerContext

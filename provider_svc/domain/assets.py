@@ -346,8 +346,12 @@ class AssetStore:
             ("file",) if file_policy.enabled else ()
         )
 
-    def publish(self, publisher: str, ddo: dict[str, Any]) -> Asset:
-        validate_ddo(ddo, self.allowed_schemes, self.file_policy)
+    def publish(self, publisher: str, ddo: dict[str, Any], *, own_results: bool = False) -> Asset:
+        """Validates and stores a DDO. With own_results (the provider's own result assets, never
+        a publisher's DDO), its files may name this provider's result store, which publishers'
+        file:// URLs never may."""
+        schemes = (*self.allowed_schemes, "file") if own_results else self.allowed_schemes
+        validate_ddo(ddo, schemes, None if own_results else self.file_policy)
         ddo = copy.deepcopy(ddo)
         body = json.dumps(ddo, sort_keys=True)
         did = "did:op:" + hashlib.sha256(f"{publisher}:{uuid.uuid4().hex}:{body}".encode()).hexdigest()

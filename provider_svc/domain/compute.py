@@ -23,6 +23,7 @@ from c2d.common.v1 import job_pb2
 from c2d.provider.v1 import request_response_pb2 as pb
 from c2d_common.errors import FailedPrecondition, InvalidArgument, NotFound, OutOfRange, PermissionDenied
 from c2d_common.ids import check_job_id, check_request_id
+from c2d_common.status import JobStatus
 from provider_svc.domain.assets import (
     MAX_ENTRYPOINT_ARGS,
     Asset,
@@ -34,7 +35,7 @@ from provider_svc.domain.assets import (
 )
 from provider_svc.infra.ledger import Ledger, OrderSpend
 from provider_svc.infra.operator_client import OperatorClient
-from provider_svc.infra.result_store import LocalResultStore
+from provider_svc.infra.result_store import ResultStore
 
 MAX_DATASETS = 20
 MAX_RAW_CODE_BYTES = 1024 * 1024
@@ -124,7 +125,7 @@ class ComputeFrontDoor:
         self,
         assets: AssetStore,
         operator: OperatorClient,
-        results: LocalResultStore,
+        results: ResultStore,
         ledger: Ledger,
         provider_url: str,
         orders: OrderChecking | None = None,
@@ -437,6 +438,55 @@ class ComputeFrontDoor:
             first = False
         if first:  # an empty file, or a download resumed at its very end
             yield shown, offset, b""
+
+    async def publish_results(
+        self, consumer: str, job_id: str, name: str, result_names: list[str], compute: dict[str, Any] | None
+    ) -> str:
+        """A finished job's outputs as a new dataset asset owned by the consumer (the seed's
+        "creation of new assets"): its files are the stored results, with their sha256 and size,
+        so a later job fetches exactly these bytes; where they are stays private."""
+        job, _ = await self._owned(consumer, job_id)
+        if job.status != JobStatus.FINISHED:
+            raise FailedPrecondition(
+                f"job {job_id} has not finished successfully (status {job.status}): only a finished "
+                "job's results can become an asset"
+            )
+        outputs = [r for r in job.results if r.kind == job_pb2.RESULT_KIND_OUTPUT]
+        if result_names:
+            by_name = {r.name: r for r in outputs}
+            missing = [n for n in result_names if n not in by_name]
+            if missing:
+                raise NotFound(f"job {job_id} has no output named {missing[0][:200]!r}")
+            outputs = [by_name[n] for n in dict.fromkeys(result_names)]
+        if not outputs:
+            raise FailedPrecondition(f"job {job_id} has no output files to publish")
+        if len(name) > 512:
+            raise InvalidArgument("name is longer than 512 characters")
+        ddo = {
+            "metadata": {
+                "name": name or f"Results of job {job_id}",
+                "type": "dataset",
+                "description": f"Outputs of compute job {job_id}",
+                "additionalInformation": {
+                    "c2dJob": job_id,
+                    "derivedFrom": list(job.dataset_dids),
+                    "algorithm": job.algorithm_did or "raw",
+                    "files": [r.name for r in outputs],
+                },
+            },
+            "services": [
+                {
+                    "type": "compute",
+                    "files": [
+                        {"url": r.location, "checksum": r.sha256, "contentLength": r.size} for r in outputs
+                    ],
+                    "compute": compute
+                    if compute is not None
+                    else {"publisherTrustedAlgorithmPublishers": [consumer]},
+                }
+            ],
+        }
+        return self.assets.publish(consumer, ddo, own_results=True).did
 
     async def environments(self) -> list[job_pb2.ComputeEnvironment]:
         return await self.operator.environments()

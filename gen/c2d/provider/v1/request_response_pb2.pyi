@@ -304,3 +304,25 @@ class InitializeComputeResponse(_message.Message):
     quotes: _containers.RepeatedCompositeFieldContainer[OrderQuote]
     chain_id: int
     def __init__(self, quotes: _Optional[_Iterable[_Union[OrderQuote, _Mapping]]] = ..., chain_id: _Optional[int] = ...) -> None: ...
+
+class PublishResultsRequest(_message.Message):
+    __slots__ = ("consumer_address", "job_id", "name", "result_names", "compute", "auth")
+    CONSUMER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RESULT_NAMES_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    consumer_address: str
+    job_id: str
+    name: str
+    result_names: _containers.RepeatedScalarFieldContainer[str]
+    compute: _struct_pb2.Struct
+    auth: Authorization
+    def __init__(self, consumer_address: _Optional[str] = ..., job_id: _Optional[str] = ..., name: _Optional[str] = ..., result_names: _Optional[_Iterable[str]] = ..., compute: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., auth: _Optional[_Union[Authorization, _Mapping]] = ...) -> None: ...
+
+class PublishResultsResponse(_message.Message):
+    __slots__ = ("did",)
+    DID_FIELD_NUMBER: _ClassVar[int]
+    did: str
+    def __init__(self, did: _Optional[str] = ...) -> None: ...

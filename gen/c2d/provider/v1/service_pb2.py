@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from c2d.provider.v1 import request_response_pb2 as c2d_dot_provider_dot_v1_dot_request__response__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x32\x64/provider/v1/service.proto\x12\x0f\x63\x32\x64.provider.v1\x1a&c2d/provider/v1/request_response.proto2\xd5\x06\n\x0e\x43omputeService\x12\x46\n\x05Start\x12\x1d.c2d.provider.v1.StartRequest\x1a\x1e.c2d.provider.v1.StartResponse\x12^\n\rGetJobDetails\x12%.c2d.provider.v1.GetJobDetailsRequest\x1a&.c2d.provider.v1.GetJobDetailsResponse\x12\x43\n\x04Stop\x12\x1c.c2d.provider.v1.StopRequest\x1a\x1d.c2d.provider.v1.StopResponse\x12\x43\n\x04List\x12\x1c.c2d.provider.v1.ListRequest\x1a\x1d.c2d.provider.v1.ListResponse\x12H\n\x05Watch\x12\x1d.c2d.provider.v1.WatchRequest\x1a\x1e.c2d.provider.v1.WatchResponse0\x01\x12T\n\tGetResult\x12!.c2d.provider.v1.GetResultRequest\x1a\".c2d.provider.v1.GetResultResponse0\x01\x12N\n\x07GetLogs\x12\x1f.c2d.provider.v1.GetLogsRequest\x1a .c2d.provider.v1.GetLogsResponse0\x01\x12\x64\n\x0fGetEnvironments\x12\'.c2d.provider.v1.GetEnvironmentsRequest\x1a(.c2d.provider.v1.GetEnvironmentsResponse\x12O\n\x08GetNonce\x12 .c2d.provider.v1.GetNonceRequest\x1a!.c2d.provider.v1.GetNonceResponse\x12j\n\x11InitializeCompute\x12).c2d.provider.v1.InitializeComputeRequest\x1a*.c2d.provider.v1.InitializeComputeResponse2\xbc\x01\n\x0c\x41ssetService\x12[\n\x0cPublishAsset\x12$.c2d.provider.v1.PublishAssetRequest\x1a%.c2d.provider.v1.PublishAssetResponse\x12O\n\x08GetAsset\x12 .c2d.provider.v1.GetAssetRequest\x1a!.c2d.provider.v1.GetAssetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x32\x64/provider/v1/service.proto\x12\x0f\x63\x32\x64.provider.v1\x1a&c2d/provider/v1/request_response.proto2\xb8\x07\n\x0e\x43omputeService\x12\x46\n\x05Start\x12\x1d.c2d.provider.v1.StartRequest\x1a\x1e.c2d.provider.v1.StartResponse\x12^\n\rGetJobDetails\x12%.c2d.provider.v1.GetJobDetailsRequest\x1a&.c2d.provider.v1.GetJobDetailsResponse\x12\x43\n\x04Stop\x12\x1c.c2d.provider.v1.StopRequest\x1a\x1d.c2d.provider.v1.StopResponse\x12\x43\n\x04List\x12\x1c.c2d.provider.v1.ListRequest\x1a\x1d.c2d.provider.v1.ListResponse\x12H\n\x05Watch\x12\x1d.c2d.provider.v1.WatchRequest\x1a\x1e.c2d.provider.v1.WatchResponse0\x01\x12T\n\tGetResult\x12!.c2d.provider.v1.GetResultRequest\x1a\".c2d.provider.v1.GetResultResponse0\x01\x12N\n\x07GetLogs\x12\x1f.c2d.provider.v1.GetLogsRequest\x1a .c2d.provider.v1.GetLogsResponse0\x01\x12\x64\n\x0fGetEnvironments\x12\'.c2d.provider.v1.GetEnvironmentsRequest\x1a(.c2d.provider.v1.GetEnvironmentsResponse\x12O\n\x08GetNonce\x12 .c2d.provider.v1.GetNonceRequest\x1a!.c2d.provider.v1.GetNonceResponse\x12j\n\x11InitializeCompute\x12).c2d.provider.v1.InitializeComputeRequest\x1a*.c2d.provider.v1.InitializeComputeResponse\x12\x61\n\x0ePublishResults\x12&.c2d.provider.v1.PublishResultsRequest\x1a\'.c2d.provider.v1.PublishResultsResponse2\xbc\x01\n\x0c\x41ssetService\x12[\n\x0cPublishAsset\x12$.c2d.provider.v1.PublishAssetRequest\x1a%.c2d.provider.v1.PublishAssetResponse\x12O\n\x08GetAsset\x12 .c2d.provider.v1.GetAssetRequest\x1a!.c2d.provider.v1.GetAssetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'c2d.provider.v1.service_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COMPUTESERVICE']._serialized_start=91
-  _globals['_COMPUTESERVICE']._serialized_end=944
-  _globals['_ASSETSERVICE']._serialized_start=947
-  _globals['_ASSETSERVICE']._serialized_end=1135
+  _globals['_COMPUTESERVICE']._serialized_end=1043
+  _globals['_ASSETSERVICE']._serialized_start=1046
+  _globals['_ASSETSERVICE']._serialized_end=1234
 # @@protoc_insertion_point(module_scope)

@@ -87,6 +87,11 @@ class ComputeServiceStub:
                 request_serializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.InitializeComputeRequest.SerializeToString,
                 response_deserializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.InitializeComputeResponse.FromString,
                 _registered_method=True)
+        self.PublishResults = channel.unary_unary(
+                '/c2d.provider.v1.ComputeService/PublishResults',
+                request_serializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.PublishResultsRequest.SerializeToString,
+                response_deserializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.PublishResultsResponse.FromString,
+                _registered_method=True)
 
 
 class ComputeServiceServicer:
@@ -166,6 +171,14 @@ class ComputeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishResults(self, request, context):
+        """Publishes a finished job's outputs as a new dataset asset owned by the consumer: its files are
+        the stored results (their locations stay private), so later jobs can take it as input.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ComputeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -218,6 +231,11 @@ def add_ComputeServiceServicer_to_server(servicer, server):
                     servicer.InitializeCompute,
                     request_deserializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.InitializeComputeRequest.FromString,
                     response_serializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.InitializeComputeResponse.SerializeToString,
+            ),
+            'PublishResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishResults,
+                    request_deserializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.PublishResultsRequest.FromString,
+                    response_serializer=c2d_dot_provider_dot_v1_dot_request__response__pb2.PublishResultsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -493,6 +511,33 @@ class ComputeService:
             '/c2d.provider.v1.ComputeService/InitializeCompute',
             c2d_dot_provider_dot_v1_dot_request__response__pb2.InitializeComputeRequest.SerializeToString,
             c2d_dot_provider_dot_v1_dot_request__response__pb2.InitializeComputeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/c2d.provider.v1.ComputeService/PublishResults',
+            c2d_dot_provider_dot_v1_dot_request__response__pb2.PublishResultsRequest.SerializeToString,
+            c2d_dot_provider_dot_v1_dot_request__response__pb2.PublishResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,
