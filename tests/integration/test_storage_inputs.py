@@ -185,7 +185,7 @@ async def test_s3_inputs_come_from_the_allowed_buckets(tmp_path: Path, s3: S3Ser
     client = s3.client()
     client.put_object(Bucket=bucket, Key="weather/big.bin", Body=first)
     client.put_object(Bucket=bucket, Key="weather/small.csv", Body=second)
-    items = [
+    items: list[dict[str, Any]] = [
         {"type": "s3", "bucket": bucket, "objectPath": "weather/big.bin", "checksum": sha(first)},
         {"type": "s3", "url": f"s3://{bucket}/weather/small.csv", "contentLength": len(second)},
     ]

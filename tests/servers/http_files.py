@@ -215,7 +215,7 @@ class FileServer:
         with served.data.open("rb") as source:
             sent = start
             while sent < end:
-                count = handler.connection.sendfile(source, sent, end - sent)  # type: ignore[attr-defined]
+                count = handler.connection.sendfile(source, sent, end - sent)
                 if not count:
                     break
                 sent += count
