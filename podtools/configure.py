@@ -118,7 +118,10 @@ def _plan_tasks(plan: dict, inputs: str, transformations: str, ddos: str, folder
     names = ["algorithm", *[str(i) for i in range(1, len(algorithm["files"]) + 1)]]
     raw = base64.b64decode(algorithm.get("raw_code") or "")
     if raw:
-        write_new(algorithm_fd, names.pop(0), raw)
+        try:
+            write_new(algorithm_fd, names.pop(0), raw)
+        except UnsafeName as exc:
+            raise ProvisioningError("algorithm", f"the algorithm cannot be written: {exc}") from None
     for name, location in zip(names, algorithm["files"], strict=False):
         tasks.append(_Task("algorithm", f"algorithm file {name}", location, algorithm_fd, name))
     return tasks
