@@ -43,7 +43,9 @@ from google.protobuf import struct_pb2
 from c2d.common.v1 import job_pb2
 from c2d.provider.v1 import request_response_pb2 as pb
 from c2d.provider.v1 import service_pb2_grpc as provider_grpc
+from c2d.provider.v1.service_pb2_grpc import ComputeServiceStub
 from c2d_common.server import insecure_channel
+from c2d_common.signing import address_of, signing_interceptors
 from c2d_common.status import JobStatus
 from engine_svc.config import DEFAULT_ENVIRONMENTS
 from engine_svc.domain.model import JobContext
@@ -56,8 +58,29 @@ SECTION_TITLE = "## Job latency (bench/bench_job_latency.py)"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 SERVICE_PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 
-CONSUMER = "0x" + "c0" * 20
-PUBLISHER = "0x" + "9b" * 20
+# Every call is signed, as a real consumer's is: the figures include signing and checking.
+CONSUMER_KEY = "0x" + "c0" * 32
+PUBLISHER_KEY = "0x" + "9b" * 32
+CONSUMER = address_of(CONSUMER_KEY)
+PUBLISHER = address_of(PUBLISHER_KEY)
+_SIGNERS: dict[str, list[grpc.aio.ClientInterceptor]] = {}
+
+
+async def signed_channel(address: str) -> grpc.aio.Channel:
+    """A channel whose calls are signed by CONSUMER or PUBLISHER; all channels to one provider share
+    the signers, so their nonces come from one clock."""
+    if address not in _SIGNERS:
+        plain = insecure_channel(address)
+        try:
+            provider = (
+                await ComputeServiceStub(plain).GetNonce(pb.GetNonceRequest(address=CONSUMER))
+            ).provider_address
+        finally:
+            await plain.close()
+        _SIGNERS[address] = signing_interceptors({CONSUMER: CONSUMER_KEY, PUBLISHER: PUBLISHER_KEY}, provider)
+    return insecure_channel(address, _SIGNERS[address])
+
+
 ALGORITHM = b'print("ok")\n'
 TARGET_OVERHEAD_MS = 100.0
 
@@ -590,7 +613,7 @@ async def measure_latency(
     suite: Suite, did: str, other_work: OtherWork
 ) -> tuple[list[JobSample], dict[str, float]]:
     await warm_up(suite, did)
-    channel = insecure_channel(suite.provider_address)
+    channel = await signed_channel(suite.provider_address)
     try:
         compute = provider_grpc.ComputeServiceStub(channel)
         cpu_before = cpu_snapshot(suite, other_work)
@@ -606,7 +629,7 @@ async def measure_throughput(
     suite: Suite, did: str, max_concurrent_jobs: int, other_work: OtherWork
 ) -> Throughput:
     async def client() -> list[JobSample]:
-        channel = insecure_channel(suite.provider_address)
+        channel = await signed_channel(suite.provider_address)
         try:
             compute = provider_grpc.ComputeServiceStub(channel)
             return [
@@ -636,7 +659,7 @@ async def measure_throughput(
 
 
 async def warm_up(suite: Suite, did: str) -> None:
-    channel = insecure_channel(suite.provider_address)
+    channel = await signed_channel(suite.provider_address)
     try:
         compute = provider_grpc.ComputeServiceStub(channel)
         for _ in range(WARMUP_JOBS):
@@ -646,7 +669,7 @@ async def warm_up(suite: Suite, did: str) -> None:
 
 
 async def publish(suite: Suite, data: Path) -> str:
-    channel = insecure_channel(suite.provider_address)
+    channel = await signed_channel(suite.provider_address)
     try:
         return await publish_dataset(channel, data)
     finally:

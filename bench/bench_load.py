@@ -26,17 +26,15 @@ from psycopg2 import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_job_latency import percentile, write_section
+from bench.bench_job_latency import CONSUMER, CONSUMER_KEY, percentile, signed_channel, write_section
 from c2d.provider.v1 import request_response_pb2 as pb
 from c2d.provider.v1 import service_pb2_grpc as provider_grpc
 from c2d_cli.client import ProviderClient
 from c2d_cli.main import dataset_ddo
 from c2d_cli.processes import local_suite
-from c2d_common.server import insecure_channel
 from c2d_common.status import JobStatus
 
 TITLE = "## Load (bench/bench_load.py)"
-CONSUMER = "0x" + "1d" * 20
 PG = os.environ.get("C2D_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 OVERALL_TIMEOUT_S = 3600
 WATCHED_JOBS = 100
@@ -78,7 +76,7 @@ async def main_async(jobs: int, watchers: int, clients: int, slots: int) -> str:
             memory = {name: [rss_mib(pid)] for name, pid in pids.items()}
             async with ProviderClient(suite.provider_address, CONSUMER_KEY) as client:
                 did = await client.publish_asset(dataset_ddo("d", [data.as_uri()]))
-            channels = [insecure_channel(suite.provider_address) for _ in range(max(clients, 10))]
+            channels = [await signed_channel(suite.provider_address) for _ in range(max(clients, 10))]
             stubs = [provider_grpc.ComputeServiceStub(c) for c in channels]
             job_ids: list[str] = []
             starts: asyncio.Queue[int] = asyncio.Queue()
