@@ -4,8 +4,9 @@ kubelet that runs the pods."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,23 @@ class Cluster:
         }
         values.update(overrides)
         return KubernetesSettings(**values)  # type: ignore[arg-type]
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 20) -> None:
+        """Until condition() holds, tested again after every change the API server makes."""
+        changes = self.api.subscribe()
+        try:
+            async with asyncio.timeout(timeout):
+                while not condition():
+                    await changes.get()
+        finally:
+            self.api.unsubscribe(changes)
+
+    async def wait_for_pod_phase(self, name: str, phase: str, timeout: float = 20) -> None:
+        def reached() -> bool:
+            pod = self.api.read("pods", self.namespace, name)
+            return pod is not None and (pod.get("status") or {}).get("phase") == phase
+
+        await self.wait_until(reached, timeout)
 
     def labelled(self, job_id: str) -> list[tuple[str, str]]:
         """Every object left in the cluster that carries the job's id: (plural, name)."""

@@ -4,15 +4,20 @@ the local sandbox): inputs really fetched, the algorithm really run, results rea
 
 from __future__ import annotations
 
+import asyncio
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from c2d_common.ids import new_job_id
 from c2d_common.status import JobStatus
+from engine_svc.infra.cgroups import CgroupManager
 from engine_svc.infra.kubernetes import KubernetesBackend
 from tests.k8s.cluster import Cluster
 from tests.k8s.conftest import needs_bwrap
-from tests.k8s.jobs import job_spec, make_runner, run_job
+from tests.k8s.jobs import SMALL, MiB, follow, job_spec, make_runner, run_job, start
 
 pytestmark = [pytest.mark.sandbox, needs_bwrap]
 
@@ -70,3 +75,250 @@ async def test_a_job_runs_its_three_pods_and_publishes_its_results(
     assert cluster.labelled(job_id) == []
     # The three pods ran; the algorithm without network.
     assert cluster.kubelet.networks[(cluster.namespace, f"c2d-{job_id}-algorithm")] == "none"
+
+
+MEMORY_HOG = """\
+print("allocating", flush=True)
+hoard = []
+while True:
+    hoard.append(bytearray(16 << 20))
+"""
+
+
+@pytest.mark.skipif(
+    CgroupManager.detect() is None, reason="this machine gives the kubelet no writable cgroups"
+)
+async def test_an_oom_killed_container_ends_the_job_out_of_memory(
+    cluster: Cluster, inputs: tuple[Path, str]
+) -> None:
+    folder, url = inputs
+    (folder / "data.txt").write_bytes(b"x")
+    backend = backend_for(cluster)
+    try:
+        job_id, seen = await run_job(make_runner(backend), job_spec(f"{url}/data.txt", MEMORY_HOG))
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.OUT_OF_MEMORY, seen.statuses
+    assert seen.final.out_of_memory
+    assert seen.final.exit_code == 137
+    # The logs are published all the same.
+    assert "algorithm.stdout.log" in {r.name for r in seen.final.results}
+    assert cluster.labelled(job_id) == []
+
+
+async def test_a_failing_algorithm_keeps_its_exit_code_and_its_logs(
+    cluster: Cluster, inputs: tuple[Path, str]
+) -> None:
+    folder, url = inputs
+    (folder / "data.txt").write_bytes(b"x")
+    backend = backend_for(cluster)
+    algorithm = "import sys\nprint('about to fail')\nprint('bad input', file=sys.stderr)\nsys.exit(3)\n"
+    try:
+        job_id, seen = await run_job(make_runner(backend), job_spec(f"{url}/data.txt", algorithm))
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.ALGORITHM_FAILED, seen.statuses
+    assert seen.final.exit_code == 3
+    assert (cluster.results_dir / job_id / "logs/algorithm.stderr.log").read_text() == "bad input\n"
+    assert b"about to fail" in seen.output and b"bad input" in seen.output
+    assert cluster.labelled(job_id) == []
+
+
+async def test_an_algorithm_past_its_deadline_is_ended_by_active_deadline_seconds(
+    cluster: Cluster, inputs: tuple[Path, str]
+) -> None:
+    folder, url = inputs
+    (folder / "data.txt").write_bytes(b"x")
+    backend = backend_for(cluster)
+    quick = replace(SMALL, max_duration_seconds=2)
+    algorithm = "import time\nprint('sleeping', flush=True)\ntime.sleep(60)\n"
+    started = time.monotonic()
+    try:
+        job_id, seen = await run_job(make_runner(backend, [quick]), job_spec(f"{url}/data.txt", algorithm))
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.ALGORITHM_TIMED_OUT, seen.statuses
+    assert time.monotonic() - started < 20
+    assert b"sleeping" in seen.output
+    assert cluster.labelled(job_id) == []
+
+
+async def test_output_over_the_disk_quota_publishes_only_the_logs(
+    cluster: Cluster, inputs: tuple[Path, str]
+) -> None:
+    folder, url = inputs
+    (folder / "data.txt").write_bytes(b"x")
+    backend = backend_for(cluster)
+    tiny = replace(SMALL, disk_bytes=1 * MiB)
+    algorithm = "open('/data/outputs/big.bin', 'wb').write(b'0' * (3 << 20))\nprint('wrote')\n"
+    try:
+        job_id, seen = await run_job(make_runner(backend, [tiny]), job_spec(f"{url}/data.txt", algorithm))
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.DISK_QUOTA_EXCEEDED, seen.statuses
+    names = {r.name for r in seen.final.results}
+    assert "big.bin" not in names and "algorithm.stdout.log" in names
+    assert not (cluster.results_dir / job_id / "outputs").exists()
+    assert cluster.labelled(job_id) == []
+
+
+async def test_an_input_that_cannot_be_fetched_fails_provisioning_and_its_secret_goes(
+    cluster: Cluster, inputs: tuple[Path, str]
+) -> None:
+    _, url = inputs
+    backend = backend_for(cluster)
+    try:
+        job_id, seen = await run_job(make_runner(backend), job_spec(f"{url}/missing.txt", "print(1)"))
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.DATA_PROVISIONING_FAILED, seen.statuses
+    assert "dataset" in seen.final.status_text and url not in seen.final.status_text
+    assert cluster.labelled(job_id) == []
+    deleted_secrets = [
+        path
+        for method, path, _ in cluster.api.calls
+        if method == "DELETE" and path.endswith(f"{job_id}-configure")
+    ]
+    assert deleted_secrets, "the configure Secret is deleted as soon as the configuration pod has ended"
+
+
+async def test_a_file_url_is_refused_before_anything_is_created(cluster: Cluster) -> None:
+    backend = backend_for(cluster)
+    try:
+        _, seen = await run_job(make_runner(backend), job_spec("file:///etc/passwd", "print(1)"))
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.DATA_PROVISIONING_FAILED
+    assert "file://" in seen.final.status_text and "/etc/passwd" not in seen.final.status_text
+    assert not [c for c in cluster.api.calls if c[0] == "POST"]
+
+
+async def test_an_unschedulable_pod_ends_the_job_with_the_schedulers_reason(
+    cluster: Cluster, inputs: tuple[Path, str]
+) -> None:
+    """A GPU environment on a cluster without GPUs: the algorithm's pod never schedules."""
+    folder, url = inputs
+    (folder / "data.txt").write_bytes(b"x")
+    backend = backend_for(cluster, start_timeout_seconds=2)
+    gpu = replace(SMALL, gpus=1)
+    try:
+        job_id, seen = await run_job(make_runner(backend, [gpu]), job_spec(f"{url}/data.txt", "print(1)"))
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.SYSTEM_ERROR, seen.statuses
+    assert "could not be scheduled" in seen.final.status_text
+    assert "Insufficient nvidia.com/gpu" in seen.final.status_text
+    assert cluster.labelled(job_id) == []
+
+
+async def test_an_image_that_never_pulls_ends_the_job_without_leaking_the_registry(
+    cluster: Cluster, inputs: tuple[Path, str]
+) -> None:
+    folder, url = inputs
+    (folder / "data.txt").write_bytes(b"x")
+    backend = backend_for(
+        cluster, start_timeout_seconds=2, runtime_images={"python3": "registry.example.org/private/python:3"}
+    )
+    try:
+        job_id, seen = await run_job(make_runner(backend), job_spec(f"{url}/data.txt", "print(1)"))
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.SYSTEM_ERROR, seen.statuses
+    assert "ImagePullBackOff" in seen.final.status_text or "ErrImagePull" in seen.final.status_text
+    assert "registry.example.org" not in seen.final.status_text
+    assert cluster.labelled(job_id) == []
+
+
+async def test_a_runtime_the_engine_lacks_fails_the_algorithm(
+    cluster: Cluster, inputs: tuple[Path, str]
+) -> None:
+    folder, url = inputs
+    (folder / "data.txt").write_bytes(b"x")
+    backend = backend_for(cluster)
+    try:
+        job_id, seen = await run_job(make_runner(backend), job_spec(f"{url}/data.txt", "1", runtime="node"))
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.ALGORITHM_FAILED
+    assert seen.final.exit_code == 127
+    assert b"no runtime 'node'" in seen.output
+    assert cluster.labelled(job_id) == []
+
+
+NETWORK_PROBE = """\
+import json, urllib.request
+url = json.load(open('/data/inputs/algoCustomData.json'))['probe']
+try:
+    urllib.request.urlopen(url, timeout=3)
+    print('reached')
+except OSError as exc:
+    print('blocked', type(exc).__name__)
+"""
+
+
+async def test_the_algorithm_has_no_network_without_the_environments_leave(
+    cluster: Cluster, inputs: tuple[Path, str]
+) -> None:
+    folder, url = inputs
+    (folder / "data.txt").write_bytes(b"x")
+    backend = backend_for(cluster)
+    spec = job_spec(f"{url}/data.txt", NETWORK_PROBE)
+    spec.algorithm_parameters.update({"probe": f"{url}/data.txt"})
+    try:
+        job_id, seen = await run_job(make_runner(backend), spec)
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.FINISHED, seen.statuses
+    assert b"blocked" in seen.output and b"reached" not in seen.output
+    policy = [c for c in cluster.api.calls if c[0] == "POST" and c[1].endswith("/networkpolicies")]
+    assert len(policy) == 1
+    assert cluster.labelled(job_id) == []
+
+
+async def test_stopping_a_running_job_deletes_its_pods_and_everything_else(
+    cluster: Cluster, inputs: tuple[Path, str]
+) -> None:
+    folder, url = inputs
+    (folder / "data.txt").write_bytes(b"x")
+    backend = backend_for(cluster)
+    runner = make_runner(backend)
+    algorithm = "import time\nprint('working', flush=True)\ntime.sleep(60)\n"
+    try:
+        job_id = new_job_id()
+        following = asyncio.create_task(follow(start(runner, job_spec(f"{url}/data.txt", algorithm), job_id)))
+        await cluster.wait_for_pod_phase(f"c2d-{job_id}-algorithm", "Running")
+        started = time.monotonic()
+        await runner.stop(job_id)
+        seen = await following
+        assert time.monotonic() - started < 10
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.STOPPED, seen.statuses
+    assert cluster.labelled(job_id) == []
+    assert not (cluster.results_dir / job_id).exists()
+
+
+async def test_a_410_gone_makes_the_watcher_list_again_and_the_job_carries_on(
+    cluster: Cluster, inputs: tuple[Path, str]
+) -> None:
+    folder, url = inputs
+    (folder / "data.txt").write_bytes(b"x")
+    backend = backend_for(cluster)
+    runner = make_runner(backend)
+    algorithm = "import time\nprint('first', flush=True)\ntime.sleep(1.5)\nprint('second')\n"
+    try:
+        job_id = new_job_id()
+        following = asyncio.create_task(follow(start(runner, job_spec(f"{url}/data.txt", algorithm), job_id)))
+        await cluster.wait_for_pod_phase(f"c2d-{job_id}-algorithm", "Running")
+        assert backend.watcher is not None
+        lists_before = backend.watcher.lists
+        cluster.api.compact()  # the history the watch would resume from is gone
+        seen = await following
+        assert backend.watcher.lists > lists_before
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.FINISHED, seen.statuses
+    assert b"first" in seen.output and b"second" in seen.output
+    watches = [q for m, p, q in cluster.api.calls if q.get("watch") == "true"]
+    assert any(int(q["resourceVersion"]) < cluster.api.compacted for q in watches), "a watch was answered 410"
+    assert cluster.labelled(job_id) == []
