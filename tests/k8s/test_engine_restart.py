@@ -52,7 +52,7 @@ async def test_a_restarted_engine_carries_a_running_job_on(
     run = start(runner, spec, job_id)
     await cluster.wait_for_pod_phase(f"c2d-{job_id}-algorithm", "Running")
     assert run.task is not None
-    await interrupt(first, run.task)  # type: ignore[arg-type]
+    await interrupt(first, run.task)
     await first.close()
     # The engine is gone; the job is not: its pod runs on, everything else waits in the cluster.
     left = cluster.labelled(job_id)
@@ -85,7 +85,7 @@ async def test_a_job_nobody_claims_after_a_restart_is_deleted(
     run = start(make_runner(first), job_spec(f"{url}/data.txt", SLOW_ONCE), job_id)
     await cluster.wait_for_pod_phase(f"c2d-{job_id}-algorithm", "Running")
     assert run.task is not None
-    await interrupt(first, run.task)  # type: ignore[arg-type]
+    await interrupt(first, run.task)
     await first.close()
     assert cluster.labelled(job_id)
 
