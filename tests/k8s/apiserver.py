@@ -285,6 +285,11 @@ class ApiServer(kmock.KubernetesEmulator):
     # Admission hooks a test may add: called with (route, object); raise ApiError to refuse.
     admission: list[Callable[[Route, dict[str, Any]], None]] = attrs.field(factory=list, init=False)
     storage_classes: set[str] = attrs.field(factory=lambda: {"standard"}, init=False)
+    # RBAC as the client's ServiceAccount has it: a Role's namespace and rules (None: anything
+    # goes). Every request it allows is recorded in rbac_used as (group, resource, verb).
+    rbac: tuple[str, list[dict[str, Any]]] | None = attrs.field(default=None, init=False)
+    rbac_used: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
+    rbac_denied: list[str] = attrs.field(factory=list, init=False)
     _subscribers: set[asyncio.Queue[tuple[int, str, dict[str, Any]] | None]] = attrs.field(
         factory=set, init=False
     )
@@ -405,6 +410,7 @@ class ApiServer(kmock.KubernetesEmulator):
             # Discovery, /version and unknown paths: kmock's own handling.
             return await super().__call__(raw_request)
         try:
+            self._authorize(raw_request, route)
             return await self._serve(raw_request, route)
         except ApiError as exc:
             return aiohttp.web.json_response(_status(exc.code, exc.reason, exc.message), status=exc.code)
@@ -428,6 +434,33 @@ class ApiServer(kmock.KubernetesEmulator):
             "compiler": "gc",
             "platform": "linux/amd64",
         }
+
+    def _authorize(self, raw: aiohttp.web.BaseRequest, route: Route) -> None:
+        if self.rbac is None:
+            return
+        if raw.method == "GET":
+            verb = "get" if route.name else ("watch" if raw.query.get("watch") in ("true", "1") else "list")
+        else:
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(raw.method, "")
+            if raw.method == "DELETE":
+                verb = "delete" if route.name else "deletecollection"
+        resource = f"{route.plural}/{route.subresource}" if route.subresource else route.plural
+        namespace, rules = self.rbac
+        allowed = route.namespace == namespace and any(
+            route.group in rule.get("apiGroups", [])
+            and resource in rule.get("resources", [])
+            and verb in rule.get("verbs", [])
+            for rule in rules
+        )
+        if not allowed:
+            self.rbac_denied.append(f"{verb} {resource} in {route.namespace}")
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'{resource} is forbidden: User "system:serviceaccount:c2d:c2d-engine" cannot {verb} '
+                f'resource "{resource}" in API group "{route.group}" in the namespace "{route.namespace}"',
+            )
+        self.rbac_used.add((route.group, resource, verb))
 
     async def _serve(self, raw: aiohttp.web.BaseRequest, route: Route) -> aiohttp.web.StreamResponse:
         query = raw.query

@@ -9,8 +9,10 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import kmock
+import yaml
 
 from engine_svc.infra.kubernetes.settings import KubernetesSettings
 from tests.k8s.apiserver import ApiServer
@@ -18,6 +20,15 @@ from tests.k8s.kubelet import PODTOOLS_IMAGE, PYTHON_IMAGE, Kubelet, Node
 
 NAMESPACE = "c2d-jobs"
 RESULTS_CLAIM = "c2d-results"
+ENGINE_ROLE = Path(__file__).resolve().parents[2] / "deploy/kubernetes/base/engine-rbac.yaml"
+
+
+def engine_role_rules() -> list[dict[str, Any]]:
+    """The rules of the engine's Role as deploy/ installs it."""
+    for document in yaml.safe_load_all(ENGINE_ROLE.read_text()):
+        if document and document["kind"] == "Role":
+            return list(document["rules"])
+    raise AssertionError(f"no Role in {ENGINE_ROLE}")
 
 
 @dataclass
@@ -104,6 +115,8 @@ async def running_cluster(
     results_dir.mkdir(parents=True, exist_ok=True)
     async with ApiServer() as api, kmock.Server(api) as server:
         url = str(server.url).rstrip("/")
+        # The engine has exactly the rights deploy/ gives it, in the jobs' namespace only.
+        api.rbac = (namespace, engine_role_rules())
         api.write(
             "namespaces",
             {

@@ -16,6 +16,8 @@ needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewr
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
     async with running_cluster(tmp_path / "cluster") as running:
         yield running
+    # Whatever the test, the engine never needed a right that deploy/'s Role does not give it.
+    assert running.api.rbac_denied == [], "requests the engine's Role refuses"
 
 
 @pytest.fixture
