@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import kmock
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from engine_svc.infra.kubernetes.settings import KubernetesSettings
 from tests.k8s.apiserver import ApiServer

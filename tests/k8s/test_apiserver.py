@@ -38,6 +38,12 @@ async def core(served: tuple[ApiServer, str], tmp_path: Path) -> AsyncIterator[c
         yield client.CoreV1Api(api)
 
 
+async def list_version(core: client.CoreV1Api) -> str:
+    listed = await core.list_namespaced_config_map(NS)
+    assert listed.metadata is not None and listed.metadata.resource_version
+    return listed.metadata.resource_version
+
+
 def config_map(name: str, **labels: str) -> client.V1ConfigMap:
     return client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, labels=labels or None), data={"k": "v"})
 
@@ -46,6 +52,7 @@ async def test_create_answers_201_with_the_servers_metadata(core: client.CoreV1A
     response = await core.create_namespaced_config_map_with_http_info(NS, config_map("a"))
     assert response.status_code == 201
     meta = response.data.metadata
+    assert meta is not None
     assert meta.namespace == NS and meta.uid and meta.resource_version and meta.creation_timestamp
     with pytest.raises(ApiException) as conflict:
         await core.create_namespaced_config_map(NS, config_map("a"))
@@ -70,7 +77,7 @@ async def test_label_selectors(core: client.CoreV1Api) -> None:
 
     async def names(selector: str) -> list[str]:
         listed = await core.list_namespaced_config_map(NS, label_selector=selector)
-        return [item.metadata.name for item in listed.items]
+        return [str(item.metadata.name) for item in listed.items if item.metadata]
 
     assert await names("job=1") == ["a"]
     assert await names("job!=1") == ["b", "c"]
@@ -87,8 +94,7 @@ async def test_a_watch_resumes_from_its_resource_version_and_expires_with_410(
 ) -> None:
     api = served[0]
     await core.create_namespaced_config_map(NS, config_map("before"))
-    listed = await core.list_namespaced_config_map(NS)
-    version = listed.metadata.resource_version
+    version = await list_version(core)
     await core.create_namespaced_config_map(NS, config_map("after", job="1"))
     await core.delete_namespaced_config_map("before", NS)
 
@@ -108,15 +114,14 @@ async def test_a_watch_resumes_from_its_resource_version_and_expires_with_410(
         await events(version)
     assert gone.value.status == 410
     # A fresh list gives a version to watch from again.
-    listed = await core.list_namespaced_config_map(NS)
-    assert await events(listed.metadata.resource_version) == []
+    assert await events(await list_version(core)) == []
 
 
 async def test_a_live_watch_sees_changes_and_ends_when_compacted(
     served: tuple[ApiServer, str], core: client.CoreV1Api
 ) -> None:
     api = served[0]
-    listed = await core.list_namespaced_config_map(NS)
+    version = await list_version(core)
     seen: list[str] = []
 
     async def follow() -> None:
@@ -124,7 +129,7 @@ async def test_a_live_watch_sees_changes_and_ends_when_compacted(
             core.list_namespaced_config_map,
             NS,
             label_selector="job=1",
-            resource_version=listed.metadata.resource_version,
+            resource_version=version,
             timeout_seconds=30,
         ) as stream:
             async for event in stream:
@@ -156,10 +161,11 @@ async def test_pod_security_admission_refuses_a_privileged_pod(
             },
         }
     )
+    assert pod is not None
     with pytest.raises(ApiException) as refused:
         await core.create_namespaced_pod(NS, pod)
     assert refused.value.status == 403
-    assert "privileged" in refused.value.body and "runAsNonRoot" in refused.value.body
+    assert "privileged" in str(refused.value.body) and "runAsNonRoot" in str(refused.value.body)
 
 
 async def test_an_object_the_schema_rejects_is_422(served: tuple[ApiServer, str]) -> None:
@@ -190,4 +196,4 @@ async def test_the_log_of_a_container_not_started_is_400(
     served[0].write("pods", pod)
     with pytest.raises(ApiException) as waiting:
         await core.read_namespaced_pod_log("p", NS)
-    assert waiting.value.status == 400 and "waiting to start" in waiting.value.body
+    assert waiting.value.status == 400 and "waiting to start" in str(waiting.value.body)

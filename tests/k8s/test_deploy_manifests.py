@@ -11,7 +11,7 @@ from typing import Any
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from tests.k8s.apiserver import restricted_violations
 from tests.k8s.cluster import engine_role_rules
