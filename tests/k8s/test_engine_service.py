@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from c2d.common.v1 import job_pb2
 from c2d.engine.v1 import request_response_pb2 as pb
 from c2d.engine.v1 import service_pb2_grpc
 from c2d_common.env import ConfigError
@@ -58,7 +59,7 @@ def test_c2d_backend_chooses_the_backend(monkeypatch: pytest.MonkeyPatch, tmp_pa
     runner.backend.close()
 
 
-async def run_over_grpc(port: int, job_id: str, spec: object) -> tuple[list[pb.StatusUpdate], bytes]:
+async def run_over_grpc(port: int, job_id: str, spec: job_pb2.JobSpec) -> tuple[list[pb.StatusUpdate], bytes]:
     statuses: list[pb.StatusUpdate] = []
     output = b""
     async with insecure_channel(f"127.0.0.1:{port}") as channel:
