@@ -13,7 +13,9 @@ import asyncio
 import hashlib
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -29,6 +31,7 @@ RETRIED = frozenset(
 )
 ATTEMPTS = 5
 HASH_CHUNK = 1024 * 1024
+IN_FLIGHT = 4
 
 
 class UnsafeResultName(Exception):
@@ -82,26 +85,41 @@ async def download_result(
     resumed_from = offset
     if on_bytes and offset:
         on_bytes(offset)
+    loop = asyncio.get_running_loop()
+    # Writing and hashing happen in a thread of their own, in order, while the next pieces arrive
+    # (both release the GIL); at most a few pieces wait there, so memory stays flat.
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="download")
+    pending: deque[asyncio.Future[None]] = deque()
     with partial.open("ab") as sink:
-        for attempt in range(attempts):
-            try:
-                async for response in client.get_result(job_id, result.name, result.kind, offset):
-                    if response.offset != offset:
-                        raise ChecksumMismatch(
-                            f"{result.name}: the provider sent offset {response.offset}, not {offset}"
-                        )
-                    if response.data:
-                        sink.write(response.data)
-                        digest.update(response.data)
-                        offset += len(response.data)
-                        if on_bytes:
-                            on_bytes(len(response.data))
-                break
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() not in RETRIED or attempt == attempts - 1:
-                    raise
-                sink.flush()
-                await asyncio.sleep(min(0.5 * 2**attempt, 5.0))
+
+        def keep(data: bytes) -> None:
+            sink.write(data)
+            digest.update(data)
+
+        try:
+            for attempt in range(attempts):
+                try:
+                    async for response in client.get_result(job_id, result.name, result.kind, offset):
+                        if response.offset != offset:
+                            raise ChecksumMismatch(
+                                f"{result.name}: the provider sent offset {response.offset}, not {offset}"
+                            )
+                        if response.data:
+                            pending.append(loop.run_in_executor(worker, keep, response.data))
+                            offset += len(response.data)
+                            if on_bytes:
+                                on_bytes(len(response.data))
+                            if len(pending) > IN_FLIGHT:
+                                await pending.popleft()
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() not in RETRIED or attempt == attempts - 1:
+                        raise
+                    await asyncio.sleep(min(0.5 * 2**attempt, 5.0))
+        finally:
+            while pending:
+                await pending.popleft()
+            worker.shutdown()
     if offset != result.size or digest.hexdigest() != result.sha256:
         partial.unlink()
         raise ChecksumMismatch(

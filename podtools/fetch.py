@@ -262,7 +262,8 @@ def source_for(location: dict, options: Options):
 
 def fetch(location: dict, folder_fd: int, name: str, options: Options) -> tuple[int, str]:
     """Writes the content at location["url"] to the file `name` of the folder; answers (size,
-    sha256). The file appears only once complete and checked (it is written as name.part)."""
+    sha256, or "" when no checksum was declared: it is computed only to be checked). The file
+    appears only once complete and checked (it is written as name.part)."""
     expected_size = int(location.get("size") or 0)
     expected_sha256 = str(location.get("sha256") or "").lower()
     part = name + ".part"
@@ -273,12 +274,12 @@ def fetch(location: dict, folder_fd: int, name: str, options: Options) -> tuple[
         raise FetchError(str(exc)) from None
     try:
         try:
-            size, digest = _download(source, fd, expected_size, options)
+            # Without a declared checksum there is nothing to check: hashing 1 GiB costs a CPU second.
+            size, actual = _download(source, fd, expected_size, options, hashed=bool(expected_sha256))
         finally:
             os.close(fd)
         if expected_size and size != expected_size:
             raise FetchError(f"{size} bytes where {expected_size} were declared")
-        actual = digest.hexdigest()
         if expected_sha256 and actual != expected_sha256:
             # The actual digest is not shown: it is a fingerprint of the publisher's private data.
             raise FetchError("content does not match the declared sha256")
@@ -292,11 +293,77 @@ def fetch(location: dict, folder_fd: int, name: str, options: Options) -> tuple[
     return size, actual
 
 
-def _download(source, fd: int, expected_size: int, options: Options):
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
+class _Hasher:
+    """sha256 in a thread of its own, a piece behind the download: hashing 1 GiB takes about as
+    long as receiving and writing it, so done in turn they would take twice as long. A few fixed
+    buffers go round (flat memory); pieces are hashed in the order they were read."""
+
+    BUFFERS = 4
+
+    def __init__(self, enabled: bool = True) -> None:
+        """Not enabled (no checksum declared, nothing to check): the buffers only."""
+        import queue
+
+        self.digest = hashlib.sha256()
+        self.enabled = enabled
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._full: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        for _ in range(self.BUFFERS):
+            self._free.put(bytearray(CHUNK))
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        if enabled:
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._full.get()
+            if item is None:
+                return
+            buffer, count = item
+            self.digest.update(memoryview(buffer)[:count])
+            self._free.put(buffer)
+
+    def buffer(self) -> bytearray:
+        return self._free.get()
+
+    def give_back(self, buffer: bytearray) -> None:
+        self._free.put(buffer)
+
+    def add(self, buffer: bytearray, count: int) -> None:
+        if self.enabled:
+            self._full.put((buffer, count))
+        else:
+            self._free.put(buffer)
+
+    def settle(self) -> None:
+        """Waits until every piece handed over is hashed."""
+        buffers = [self._free.get() for _ in range(self.BUFFERS)]
+        for buffer in buffers:
+            self._free.put(buffer)
+
+    def restart(self) -> None:
+        self.settle()
+        self.digest = hashlib.sha256()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._full.put(None)
+            self._thread.join()
+
+
+def _download(source, fd: int, expected_size: int, options: Options, hashed: bool) -> tuple[int, str]:
+    """(size, sha256 or "" when not hashed)."""
+    hasher = _Hasher(hashed)
+    try:
+        size = _copy(source, fd, expected_size, options, hasher)
+        hasher.settle()
+        return size, hasher.digest.hexdigest() if hashed else ""
+    finally:
+        hasher.close()
+
+
+def _copy(source, fd: int, expected_size: int, options: Options, hasher: _Hasher) -> int:
     size = 0
-    digest = hashlib.sha256()
     failures = 0
     while True:
         opened = False
@@ -307,26 +374,35 @@ def _download(source, fd: int, expected_size: int, options: Options):
                 if body.start != size:  # the server sends everything again: start over
                     os.ftruncate(fd, 0)
                     os.lseek(fd, 0, os.SEEK_SET)
-                    size, digest = 0, hashlib.sha256()
+                    size = 0
+                    hasher.restart()
                 if expected_size and body.total is not None and body.total > expected_size:
                     raise FetchError(
                         f"the server announces {body.total} bytes, more than the declared {expected_size}"
                     )
                 while True:
-                    count = body.readinto(view)
+                    buffer = hasher.buffer()
+                    try:
+                        view = memoryview(buffer)
+                        count = body.readinto(view)
+                        if count:
+                            if expected_size and size + count > expected_size:
+                                raise FetchError(f"more than the declared {expected_size} bytes")
+                            options.take(count)
+                            piece = view[:count]
+                            while piece:
+                                piece = piece[os.write(fd, piece) :]
+                    except BaseException:
+                        hasher.give_back(buffer)
+                        raise
                     if not count:
+                        hasher.give_back(buffer)
                         break
+                    hasher.add(buffer, count)
                     size += count
-                    if expected_size and size > expected_size:
-                        raise FetchError(f"more than the declared {expected_size} bytes")
-                    options.take(count)
-                    piece = view[:count]
-                    digest.update(piece)
-                    while piece:
-                        piece = piece[os.write(fd, piece) :]
                 if body.total is not None and size < body.total:
                     raise _Retry(f"the connection ended after {size} of {body.total} bytes")
-                return size, digest
+                return size
             finally:
                 body.close()
         except FetchError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from c2d_common.errors import FailedPrecondition, Unavailable
 from c2d_common.storage import StorageSettings
 
 CHUNK_BYTES = 1024 * 1024
+READ_AHEAD = 4
 
 
 class ResultStore:
@@ -119,18 +121,52 @@ LocalResultStore = ResultStore
 async def _pieces(
     read: Callable[[int], bytes], offset: int, error: Callable[[Exception], Exception] | None = None
 ) -> AsyncIterator[tuple[int, bytes]]:
-    position = offset
-    while True:
+    """(position, bytes) pieces from read, read a few pieces ahead in a thread of its own: the
+    next pieces are read from disk (or S3, or IPFS) while this one is on its way to the client.
+    At most READ_AHEAD pieces wait; a client that stops reading stops the reader."""
+    loop = asyncio.get_running_loop()
+    arrived: asyncio.Queue[tuple[bytes | None, Exception | None]] = asyncio.Queue()
+    room = threading.Semaphore(READ_AHEAD)
+    stop = threading.Event()
+
+    def deliver(item: tuple[bytes | None, Exception | None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
+            loop.call_soon_threadsafe(arrived.put_nowait, item)
+
+    def reader() -> None:
         try:
-            chunk = await asyncio.to_thread(read, CHUNK_BYTES)
+            while not stop.is_set():
+                if not room.acquire(timeout=1):
+                    continue
+                if stop.is_set():
+                    return
+                chunk = read(CHUNK_BYTES)
+                deliver((chunk, None))
+                if not chunk:
+                    return
         except Exception as exc:
-            if error is None:
-                raise
-            raise error(exc) from None
-        if not chunk:
-            return
-        yield position, chunk
-        position += len(chunk)
+            deliver((None, exc))
+
+    thread = threading.Thread(target=reader, name="result-reader", daemon=True)
+    thread.start()
+    try:
+        position = offset
+        while True:
+            chunk, failure = await arrived.get()
+            room.release()
+            if failure is not None:
+                if error is None:
+                    raise failure
+                raise error(failure) from None
+            if not chunk:
+                return
+            yield position, chunk
+            position += len(chunk)
+    finally:
+        stop.set()
+        room.release()
+        # Before the caller closes what is read: the reader is between reads within a read's time.
+        await asyncio.to_thread(thread.join, 10)
 
 
 def _s3_error(exc: Exception, code: str) -> Exception:
