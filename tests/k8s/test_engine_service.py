@@ -39,7 +39,7 @@ def engine_settings(cluster: Cluster) -> EngineSettings:
     )
 
 
-def test_c2d_backend_chooses_the_backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+async def test_c2d_backend_chooses_the_backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     settings = EngineSettings(
         listen="127.0.0.1:0", work_dir=tmp_path / "work", results_dir=tmp_path / "results"
     )
