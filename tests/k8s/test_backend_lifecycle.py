@@ -8,6 +8,7 @@ import asyncio
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from c2d_common.ids import new_job_id
 from c2d_common.status import JobStatus
 from engine_svc.infra.cgroups import CgroupManager
 from engine_svc.infra.kubernetes import KubernetesBackend
+from tests.k8s.apiserver import ApiError, Route
 from tests.k8s.cluster import Cluster
 from tests.k8s.conftest import needs_bwrap
 from tests.k8s.jobs import SMALL, MiB, follow, job_spec, make_runner, run_job, start
@@ -321,4 +323,28 @@ async def test_a_410_gone_makes_the_watcher_list_again_and_the_job_carries_on(
     assert b"first" in seen.output and b"second" in seen.output
     watches = [q for m, p, q in cluster.api.calls if q.get("watch") == "true"]
     assert any(int(q["resourceVersion"]) < cluster.api.compacted for q in watches), "a watch was answered 410"
+    assert cluster.labelled(job_id) == []
+
+
+async def test_a_pod_the_cluster_refuses_ends_the_job_as_a_system_error(
+    cluster: Cluster, inputs: tuple[Path, str]
+) -> None:
+    """A ResourceQuota (or an admission webhook) refuses the algorithm's pod."""
+    folder, url = inputs
+    (folder / "data.txt").write_bytes(b"x")
+
+    def quota(route: Route, obj: dict[str, Any]) -> None:
+        if route.kind == "Pod" and obj["metadata"]["name"].endswith("-algorithm"):
+            raise ApiError(
+                403, "Forbidden", f'pods "{obj["metadata"]["name"]}" is forbidden: exceeded quota: compute'
+            )
+
+    cluster.api.admission.append(quota)
+    backend = backend_for(cluster)
+    try:
+        job_id, seen = await run_job(make_runner(backend), job_spec(f"{url}/data.txt", "print(1)"))
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.SYSTEM_ERROR, seen.statuses
+    assert seen.final.status_text == "the cluster refused creating the job's Pod (HTTP 403 Forbidden)"
     assert cluster.labelled(job_id) == []

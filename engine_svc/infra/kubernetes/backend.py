@@ -72,6 +72,8 @@ DEADLINE_GRACE_SECONDS = 30.0
 # How long the live log may still flow once the algorithm's pod has ended.
 LOG_DRAIN_SECONDS = 5.0
 _URL = re.compile(r"\S+://\S*")
+# The API server is away (network, restart): phases fail with a BackendError, clean-ups are retried.
+_UNREACHABLE = (aiohttp.ClientError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,11 @@ class PodEnd:
     # Why the pod never ran (unschedulable, image not found, …); empty when it ran.
     never_started: str = ""
 
-    def terminated(self, container: str) -> client.V1ContainerStateTerminated | None:
+    def terminated(self, container: str, init: bool = False) -> client.V1ContainerStateTerminated | None:
         status = self.pod.status if self.pod is not None else None
-        for item in (status.container_statuses or []) if status is not None else []:
+        if status is None:
+            return None
+        for item in (status.init_container_statuses if init else status.container_statuses) or []:
             if item.name == container and item.state is not None and item.state.terminated is not None:
                 return item.state.terminated
         return None
@@ -282,13 +286,19 @@ class KubernetesBackend:
         create, read = operations[kind]
         model = getattr(client, {"NetworkPolicy": "V1NetworkPolicy"}.get(kind, f"V1{kind}"))
         try:
-            return await create(ns, model.from_dict(manifest))
-        except ApiException as exc:
-            if exc.status != 409:
-                raise self._api_error(f"creating the job's {kind}", exc) from exc
-        if read is None:  # a Secret is never read back: the engine has no right to
-            return None
-        return await read(name, ns)
+            try:
+                return await create(ns, model.from_dict(manifest))
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise self._api_error(f"creating the job's {kind}", exc) from exc
+            if read is None:  # a Secret is never read back: the engine has no right to
+                return None
+            return await read(name, ns)
+        except _UNREACHABLE as exc:
+            log.warning(
+                "kubernetes API server unreachable", doing=f"creating the job's {kind}", error=repr(exc)
+            )
+            raise BackendError("the cluster's API server could not be reached") from exc
 
     @staticmethod
     def _api_error(doing: str, exc: ApiException) -> BackendError:
@@ -318,7 +328,7 @@ class KubernetesBackend:
     # --- pods -------------------------------------------------------------------------------------
 
     async def _delete_pod(self, name: str) -> None:
-        with contextlib.suppress(ApiException):
+        with contextlib.suppress(ApiException, *_UNREACHABLE):
             await self.core.delete_namespaced_pod(name, self.settings.namespace, grace_period_seconds=0)
 
     async def _run_pod(
@@ -420,6 +430,9 @@ class KubernetesBackend:
             )
         except ApiException as exc:
             log.warning("could not read a podtool's log", pod=name, status=exc.status)
+            return None
+        except _UNREACHABLE as exc:
+            log.warning("could not read a podtool's log", pod=name, error=repr(exc))
             return None
         return parse_result_line(text if isinstance(text, str) else str(text))
 
@@ -600,6 +613,11 @@ class KubernetesBackend:
         if end.timed_out:
             return PublishOutcome(False, f"publishing took longer than {timeout:.0f} s")
         code = end.exit_code(PUBLISH)
+        prepared = end.terminated("prepare-store", init=True)
+        if prepared is not None and prepared.exit_code != 0:
+            return PublishOutcome(
+                False, f"the result store could not be prepared (exit code {prepared.exit_code})"
+            )
         result = await self._podtool_result(name, PUBLISH)
         if code != 0 or not result or not result.get("ok"):
             log.warning("publish pod failed", pod=name, exit_code=code, reason=end.reason)
@@ -647,6 +665,8 @@ class KubernetesBackend:
             )
         except ApiException as exc:
             log.warning("could not delete the job's pods", status=exc.status)
+        except _UNREACHABLE as exc:
+            log.warning("could not delete the job's pods; the sweep will", error=repr(exc))
 
     async def delete_job_files(self, job_id: str, *, keep_results: bool) -> None:
         if self._detached:
@@ -685,6 +705,8 @@ class KubernetesBackend:
                 await delete()
             except ApiException as exc:
                 failures.append(exc.status)
+            except _UNREACHABLE as exc:
+                failures.append(repr(exc))
         if failures:
             log.warning("the job's clean-up was incomplete; the sweep will retry", statuses=failures)
             raise BackendError("the job's resources could not all be deleted")
@@ -697,6 +719,8 @@ class KubernetesBackend:
         except ApiException as exc:
             if exc.status != 404:
                 log.warning("delete failed", kind=kind, name=name, status=exc.status)
+        except _UNREACHABLE as exc:  # deleted with the job, or by the sweep
+            log.warning("delete failed", kind=kind, name=name, error=repr(exc))
 
     # --- orphans ----------------------------------------------------------------------------------
 
