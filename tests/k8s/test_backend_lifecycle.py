@@ -272,8 +272,12 @@ async def test_the_algorithm_has_no_network_without_the_environments_leave(
         await backend.close()
     assert seen.status is JobStatus.FINISHED, seen.statuses
     assert b"blocked" in seen.output and b"reached" not in seen.output
-    policy = [c for c in cluster.api.calls if c[0] == "POST" and c[1].endswith("/networkpolicies")]
-    assert len(policy) == 1
+    policies = [c for c in cluster.api.calls if c[0] == "POST" and c[1].endswith("/networkpolicies")]
+    assert len(policies) == 3  # one per pod, each created before its pod
+    networks = cluster.kubelet.networks
+    assert networks[(cluster.namespace, f"c2d-{job_id}-configure")] == "host"
+    assert networks[(cluster.namespace, f"c2d-{job_id}-algorithm")] == "none"
+    assert networks[(cluster.namespace, f"c2d-{job_id}-publish")] == "none"
     assert cluster.labelled(job_id) == []
 
 

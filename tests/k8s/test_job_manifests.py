@@ -49,6 +49,9 @@ def every_object(manifests: JobManifests) -> list[dict[str, Any]]:
         manifests.configure_secret(OWNER_REF, plan, {"C2D_S3_ACCESS_KEY_ID": "key"}),
         manifests.secret("publish", OWNER_REF, {"C2D_S3_SECRET_ACCESS_KEY": "secret"}),
         manifests.algorithm_network_policy(OWNER_REF),
+        manifests.configure_network_policy(OWNER_REF, allow_private_hosts=False),
+        manifests.configure_network_policy(OWNER_REF, allow_private_hosts=True),
+        manifests.publish_network_policy(OWNER_REF),
         manifests.configure_pod(OWNER_REF, 600, ("C2D_S3_ACCESS_KEY_ID",)),
         manifests.algorithm_pod(
             OWNER_REF, "python:3.11-slim", ["python3", "/data/transformations/algorithm"]
@@ -153,6 +156,19 @@ def test_the_algorithm_may_reach_nothing_without_network_and_never_the_cluster_w
     assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(v4["except"])
     dns = next(rule for rule in opened["egress"] if "ports" in rule)
     assert {p["port"] for p in dns["ports"]} == {53}
+
+
+def test_podtools_pods_never_reach_the_cluster_unless_private_inputs_are_allowed() -> None:
+    manifests = JobManifests(SETTINGS, context())
+    configure = manifests.configure_network_policy(OWNER_REF, allow_private_hosts=False)["spec"]
+    assert configure["podSelector"]["matchLabels"]["c2d.io/phase"] == "configure"
+    assert configure["ingress"] == []
+    v4 = next(p["ipBlock"] for rule in configure["egress"] for p in rule["to"] if "ipBlock" in p)
+    assert "169.254.0.0/16" in v4["except"] and "10.0.0.0/8" in v4["except"]
+    assert manifests.configure_network_policy(OWNER_REF, allow_private_hosts=True)["spec"]["egress"] == [{}]
+    publish = manifests.publish_network_policy(OWNER_REF)["spec"]
+    assert publish["podSelector"]["matchLabels"]["c2d.io/phase"] == "publish"
+    assert publish["egress"] == [] and "Egress" in publish["policyTypes"]
 
 
 def test_dataset_locations_reach_only_the_configuration_pod() -> None:

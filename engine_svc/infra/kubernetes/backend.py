@@ -466,6 +466,7 @@ class KubernetesBackend:
             owner = await self._anchor(manifests)
             await self._create(manifests.data_volume_claim(owner))
             await self._create(manifests.configure_secret(owner, plan, self.configure_env))
+            await self._create(manifests.configure_network_policy(owner, self.allow_private_input_hosts))
             manifest = manifests.configure_pod(owner, timeout, tuple(self.configure_env))
         try:
             end = await self._run_pod(job_id, manifest, name, timeout)
@@ -490,8 +491,10 @@ class KubernetesBackend:
         terminated = end.terminated(CONFIGURE)
         if terminated is not None and terminated.reason == "OOMKilled":
             return ConfigureOutcome(False, "data", "the configuration pod ran out of memory")
-        log.warning("configure pod failed", pod=name, exit_code=code, reason=end.reason)
-        return ConfigureOutcome(False, "data", f"the configuration pod failed (exit code {code})")
+        # podtools answer every input's failure with a result: without one, the pod itself failed
+        # (a wrong podtools image, a volume the pods cannot write), which is no fault of the data.
+        log.warning("configure pod failed without a result", pod=name, exit_code=code, reason=end.reason)
+        raise BackendError(f"the configuration pod failed (exit code {code})")
 
     async def run_algorithm(self, job: JobContext, on_output: OutputSink) -> AlgorithmOutcome:
         await self.start()
@@ -604,6 +607,8 @@ class KubernetesBackend:
             owner = await self._anchor(manifests)
             if self.publish_env:
                 await self._create(manifests.secret(PUBLISH, owner, self.publish_env))
+            if self.settings.results_claim:
+                await self._create(manifests.publish_network_policy(owner))
             manifest = manifests.publish_pod(owner, timeout, include_outputs, tuple(self.publish_env))
         end = await self._run_pod(job_id, manifest, name, timeout)
         if end.killed:

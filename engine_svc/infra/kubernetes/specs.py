@@ -9,6 +9,8 @@ the cluster's garbage collector remove the rest, should the engine ever miss a c
                                            mounted into the configuration pod only
     Secret         c2d-<job>-publish       the result store's credentials (when there are any)
     NetworkPolicy  c2d-<job>-algorithm     no ingress; no egress unless the environment allows it
+    NetworkPolicy  c2d-<job>-configure     no ingress; egress to the internet, not the cluster
+    NetworkPolicy  c2d-<job>-publish       no ingress, no egress (the local result store)
     Pod            c2d-<job>-configure     podtools configure (Ocean's pod-configuration)
     Pod            c2d-<job>-algorithm     the algorithm, in its runtime's image
     Pod            c2d-<job>-publish       podtools publish (Ocean's pod-publishing)
@@ -235,43 +237,59 @@ class JobManifests:
     def configure_secret(self, owner: Owner, plan: Mapping[str, Any], env: Mapping[str, str]) -> Manifest:
         return self.secret(CONFIGURE, owner, {"job.json": json.dumps(plan), **env})
 
-    def algorithm_network_policy(self, owner: Owner) -> Manifest:
-        """Nothing may connect to the algorithm; it may connect nowhere, unless its environment
-        allows network: then to the internet (and the cluster's DNS), never to the cluster's own
-        or link-local networks."""
-        egress: list[dict[str, Any]] = []
-        if self.env.network_allowed:
-            blocked_v4 = [c for c in self.settings.blocked_cidrs if ":" not in c]
-            blocked_v6 = [c for c in self.settings.blocked_cidrs if ":" in c]
-            v4: dict[str, Any] = {"cidr": "0.0.0.0/0"}
-            if blocked_v4:
-                v4["except"] = blocked_v4
-            v6: dict[str, Any] = {"cidr": "::/0", "except": ["fc00::/7", "fe80::/10", *blocked_v6]}
-            egress = [
-                {"to": [{"ipBlock": v4}, {"ipBlock": v6}]},
-                {
-                    "to": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
-                            },
-                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                        }
-                    ],
-                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                },
-            ]
+    def _internet_egress(self) -> list[dict[str, Any]]:
+        """Egress to the internet and the cluster's DNS, never to the cluster's own networks,
+        link-local addresses (cloud metadata services) or the other blocked ranges."""
+        blocked_v4 = [c for c in self.settings.blocked_cidrs if ":" not in c]
+        blocked_v6 = [c for c in self.settings.blocked_cidrs if ":" in c]
+        v4: dict[str, Any] = {"cidr": "0.0.0.0/0"}
+        if blocked_v4:
+            v4["except"] = blocked_v4
+        v6: dict[str, Any] = {"cidr": "::/0", "except": ["fc00::/7", "fe80::/10", *blocked_v6]}
+        return [
+            {"to": [{"ipBlock": v4}, {"ipBlock": v6}]},
+            {
+                "to": [
+                    {
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                    }
+                ],
+                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+            },
+        ]
+
+    def _network_policy(self, phase: str, owner: Owner, egress: list[dict[str, Any]]) -> Manifest:
         return {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
-            "metadata": self._metadata(object_name(self.job_id, ALGORITHM), owner),
+            "metadata": self._metadata(object_name(self.job_id, phase), owner),
             "spec": {
-                "podSelector": {"matchLabels": {LABEL_JOB: self.job_id, LABEL_PHASE: ALGORITHM}},
+                "podSelector": {"matchLabels": {LABEL_JOB: self.job_id, LABEL_PHASE: phase}},
                 "policyTypes": ["Ingress", "Egress"],
                 "ingress": [],
                 "egress": egress,
             },
         }
+
+    def algorithm_network_policy(self, owner: Owner) -> Manifest:
+        """Nothing may connect to the algorithm; it may connect nowhere, unless its environment
+        allows network: then to the internet (and the cluster's DNS) only."""
+        return self._network_policy(
+            ALGORITHM, owner, self._internet_egress() if self.env.network_allowed else []
+        )
+
+    def configure_network_policy(self, owner: Owner, allow_private_hosts: bool) -> Manifest:
+        """The configuration pod fetches from the internet; the cluster's own networks and cloud
+        metadata stay out of reach (as podtools refuse private hosts) unless the engine allows
+        private input hosts (the publisher's data on its own network): then anywhere."""
+        return self._network_policy(
+            CONFIGURE, owner, [{}] if allow_private_hosts else self._internet_egress()
+        )
+
+    def publish_network_policy(self, owner: Owner) -> Manifest:
+        """Publishing to the shared volume needs no network at all."""
+        return self._network_policy(PUBLISH, owner, [])
 
     # --- pods -------------------------------------------------------------------------------------
 
