@@ -229,3 +229,22 @@ def free_port() -> int:
 
 
 __all__ = ["FileServer", "Served", "free_port"]
+
+
+def serve_files_forever(paths: list[str]) -> None:
+    """`python -m tests.servers.http_files FILE…`: serves each file at /<its name>, prints each URL
+    on a line, and serves until killed (benchmarks run the server as a process of its own)."""
+    import time
+    from pathlib import Path
+
+    server = FileServer()
+    for path in paths:
+        print(server.add("/" + Path(path).name, Path(path)), flush=True)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_files_forever(sys.argv[1:])
