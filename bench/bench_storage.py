@@ -494,7 +494,6 @@ def render(
         f"sha256 of the {size // MiB} MiB file by one thread, from the page cache: {hashed:.2f} s "
         f"({size / MiB / max(hashed, 1e-9):,.0f} MiB/s) in this run: no checked transfer can be faster.",
         "",
-        "",
         "Every run of each pair, in seconds:",
         "",
         *[f"- {p.what}: ours {times(p.ours)}; plain {times(p.plain)}" for p in pairs],
@@ -510,7 +509,7 @@ def memory_lines(memory: dict[str, float], size: int) -> list[str]:
         f"file with its sha256: {memory['large']:.1f} MiB; a 1-byte file: {memory['tiny']:.1f} MiB; no "
         f"file at all (the interpreter and podtools' imports): {memory['nothing']:.1f} MiB. "
         f"**{extra:.1f} MiB extra for the {size // MiB} MiB fetch** (target < 64 MiB: "
-        f"{'met' if extra < 64 else 'NOT met'}), the same as for 1 byte: it does not grow with the size.",
+        f"{'met' if extra < 64 else 'NOT met'}): four 1 MiB buffers and a thread, whatever the size.",
         "",
     ]
 
