@@ -26,12 +26,6 @@ SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["EngineService"].full_nam
 BACKENDS = ("local", "kubernetes")
 
 
-def _podtools_env(settings: EngineSettings) -> dict[str, str]:
-    """The storage variables podtools read (S3, IPFS), where the engine's settings have them."""
-    storage = getattr(settings, "storage", None)
-    return dict(storage.podtools_env()) if storage is not None else {}
-
-
 def build_engine(
     settings: EngineSettings,
     *,
@@ -53,7 +47,7 @@ def build_engine(
             kubernetes or KubernetesSettings.from_env(),
             results_dir=settings.results_dir,
             allow_private_input_hosts=settings.allow_private_input_hosts,
-            podtools_env=_podtools_env(settings),
+            storage=settings.storage,
         )
         # Before the runner cancels its runs: the jobs' pods keep running for the next engine.
         server.before_stop(k8s.detach)
@@ -66,6 +60,7 @@ def build_engine(
                 results_dir=settings.results_dir,
                 file_policy=settings.file_policy(),
                 allow_private_input_hosts=settings.allow_private_input_hosts,
+                storage=settings.storage,
                 runtimes={**default_runtimes(), **settings.runtimes},
             )
         )

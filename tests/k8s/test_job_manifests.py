@@ -15,6 +15,7 @@ import pytest
 
 from c2d.common.v1 import job_pb2
 from c2d_common.env import ConfigError
+from c2d_common.storage import S3Settings, StorageSettings
 from engine_svc.domain.model import JobContext
 from engine_svc.infra.kubernetes.plan import PlanRefused, configure_plan
 from engine_svc.infra.kubernetes.settings import KubernetesSettings
@@ -42,16 +43,20 @@ def context(**environment: Any) -> JobContext:
 
 
 def every_object(manifests: JobManifests) -> list[dict[str, Any]]:
-    plan = configure_plan(manifests.job, allow_private_hosts=False)
+    plan, _ = configure_plan(manifests.job, allow_private_hosts=False, storage=StorageSettings())
     return [
         manifests.anchor(),
         manifests.data_volume_claim(OWNER_REF),
         manifests.configure_secret(OWNER_REF, plan, {"C2D_S3_ACCESS_KEY_ID": "key"}),
         manifests.secret("publish", OWNER_REF, {"C2D_S3_SECRET_ACCESS_KEY": "secret"}),
         manifests.algorithm_network_policy(OWNER_REF),
-        manifests.configure_network_policy(OWNER_REF, allow_private_hosts=False),
-        manifests.configure_network_policy(OWNER_REF, allow_private_hosts=True),
-        manifests.publish_network_policy(OWNER_REF),
+        manifests.configure_network_policy(OWNER_REF, anywhere=False),
+        manifests.configure_network_policy(OWNER_REF, anywhere=True),
+        manifests.publish_network_policy(OWNER_REF, remote_store=False),
+        manifests.publish_network_policy(OWNER_REF, remote_store=True),
+        manifests.publish_pod(
+            OWNER_REF, 600, False, (), store="s3://results/c2d/" + JOB_ID, quota_bytes=10**9
+        ),
         manifests.configure_pod(OWNER_REF, 600, ("C2D_S3_ACCESS_KEY_ID",)),
         manifests.algorithm_pod(
             OWNER_REF, "python:3.11-slim", ["python3", "/data/transformations/algorithm"]
@@ -160,15 +165,16 @@ def test_the_algorithm_may_reach_nothing_without_network_and_never_the_cluster_w
 
 def test_podtools_pods_never_reach_the_cluster_unless_private_inputs_are_allowed() -> None:
     manifests = JobManifests(SETTINGS, context())
-    configure = manifests.configure_network_policy(OWNER_REF, allow_private_hosts=False)["spec"]
+    configure = manifests.configure_network_policy(OWNER_REF, anywhere=False)["spec"]
     assert configure["podSelector"]["matchLabels"]["c2d.io/phase"] == "configure"
     assert configure["ingress"] == []
     v4 = next(p["ipBlock"] for rule in configure["egress"] for p in rule["to"] if "ipBlock" in p)
     assert "169.254.0.0/16" in v4["except"] and "10.0.0.0/8" in v4["except"]
-    assert manifests.configure_network_policy(OWNER_REF, allow_private_hosts=True)["spec"]["egress"] == [{}]
-    publish = manifests.publish_network_policy(OWNER_REF)["spec"]
+    assert manifests.configure_network_policy(OWNER_REF, anywhere=True)["spec"]["egress"] == [{}]
+    publish = manifests.publish_network_policy(OWNER_REF, remote_store=False)["spec"]
     assert publish["podSelector"]["matchLabels"]["c2d.io/phase"] == "publish"
     assert publish["egress"] == [] and "Egress" in publish["policyTypes"]
+    assert manifests.publish_network_policy(OWNER_REF, remote_store=True)["spec"]["egress"] == [{}]
 
 
 def test_dataset_locations_reach_only_the_configuration_pod() -> None:
@@ -207,8 +213,14 @@ def test_the_data_volume_is_sized_to_the_environment_in_the_chosen_class() -> No
 def test_podtools_command_lines() -> None:
     configure = podtools_command("configure")
     assert configure[:2] == ["sh", "-c"] and "python3 -m podtools.configure /c2d/job/job.json" in configure[2]
-    assert podtools_command("publish", include_outputs=False)[-1] == "--logs-only"
+    assert podtools_command("publish", include_outputs=False)[-3:] == ["--store", "/results", "--logs-only"]
     assert "--logs-only" not in podtools_command("publish")
+    assert podtools_command("publish", store="s3://b/p/j", quota_bytes=5)[-4:] == [
+        "--store",
+        "s3://b/p/j",
+        "--quota",
+        "5",
+    ]
     assert algorithm_command(["python3", "a b"])[-2:] == ["python3", "a b"]
 
 
@@ -225,12 +237,12 @@ def test_the_plan_refuses_what_a_pod_cannot_fetch_without_naming_a_location() ->
     job = context()
     job.spec.datasets[0].files[0].url = "file:///srv/secret/data.csv"
     with pytest.raises(PlanRefused) as refused:
-        configure_plan(job, allow_private_hosts=False)
+        configure_plan(job, allow_private_hosts=False, storage=StorageSettings())
     assert refused.value.failed_input == "data" and "/srv/secret" not in str(refused.value)
     job = context()
     job.spec.algorithm.files.append(job_pb2.FileLocation(url="gopher://algo.example.org/x"))
     with pytest.raises(PlanRefused) as refused:
-        configure_plan(job, allow_private_hosts=False)
+        configure_plan(job, allow_private_hosts=False, storage=StorageSettings())
     assert refused.value.failed_input == "algorithm" and "algo.example.org" not in str(refused.value)
 
 
@@ -239,11 +251,35 @@ def test_the_plan_carries_the_publishers_method_and_headers() -> None:
     location = job.spec.datasets[0].files[0]
     location.method = "post"
     location.headers["Authorization"] = "Bearer t0ken"
-    entry = configure_plan(job, allow_private_hosts=True)["datasets"][0]["files"][0]
+    entry = configure_plan(job, allow_private_hosts=True, storage=StorageSettings())[0]["datasets"][0][
+        "files"
+    ][0]
     assert entry["method"] == "POST" and entry["headers"] == {"Authorization": "Bearer t0ken"}
     location.headers["Host"] = "elsewhere"
     with pytest.raises(PlanRefused):
-        configure_plan(job, allow_private_hosts=True)
+        configure_plan(job, allow_private_hosts=True, storage=StorageSettings())
+
+
+def test_s3_and_ipfs_inputs_are_checked_against_the_storage_settings() -> None:
+    job = context()
+    job.spec.datasets[0].files[0].url = "s3://private-bucket/data.csv"
+    with pytest.raises(PlanRefused) as refused:
+        configure_plan(job, allow_private_hosts=False, storage=StorageSettings())
+    assert "C2D_S3_INPUT_BUCKETS" in str(refused.value) and "private-bucket" not in str(refused.value)
+    allowed = StorageSettings(s3=S3Settings(input_buckets=("private-bucket",)))
+    plan, needs_storage = configure_plan(job, allow_private_hosts=False, storage=allowed)
+    assert needs_storage and plan["datasets"][0]["files"][0]["url"] == "s3://private-bucket/data.csv"
+    assert configure_plan(context(), allow_private_hosts=False, storage=allowed)[1] is False
+
+
+def test_a_remote_result_store_is_not_mounted() -> None:
+    publish = JobManifests(SETTINGS, context()).publish_pod(
+        OWNER_REF, 600, True, ("C2D_S3_SECRET_ACCESS_KEY",), store=f"s3://results/c2d/{JOB_ID}"
+    )
+    spec = publish["spec"]
+    assert "initContainers" not in spec
+    assert [v["name"] for v in spec["volumes"]] == ["data", "tmp"]
+    assert spec["containers"][0]["command"][-2:] == ["--store", f"s3://results/c2d/{JOB_ID}"]
 
 
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,6 +34,8 @@ from kubernetes.aio import client, config
 from kubernetes.aio.client.exceptions import ApiException
 
 from c2d.common.v1 import job_pb2
+from c2d_common.env import ConfigError
+from c2d_common.storage import StorageSettings, delete_job_results
 from engine_svc.domain.model import (
     AlgorithmOutcome,
     BackendError,
@@ -71,6 +73,8 @@ _HOPELESS_WAITING = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 DEADLINE_GRACE_SECONDS = 30.0
 # How long the live log may still flow once the algorithm's pod has ended.
 LOG_DRAIN_SECONDS = 5.0
+# How long the end of a job waits for a remote store to remove a half-published result.
+REMOTE_CLEANUP_SECONDS = 20.0
 _URL = re.compile(r"\S+://\S*")
 # The API server is away (network, restart): phases fail with a BackendError, clean-ups are retried.
 _UNREACHABLE = (aiohttp.ClientError, OSError, TimeoutError)
@@ -167,7 +171,7 @@ class KubernetesBackend:
         *,
         results_dir: Path,
         allow_private_input_hosts: bool = False,
-        podtools_env: Mapping[str, str] | None = None,
+        storage: StorageSettings | None = None,
         environ: Mapping[str, str] | None = None,
         connect_api: Callable[[KubernetesSettings], Awaitable[client.ApiClient]] = connect,
     ):
@@ -175,15 +179,27 @@ class KubernetesBackend:
         self.settings = settings
         self.results_dir = results_dir
         self.allow_private_input_hosts = allow_private_input_hosts
+        # Inputs from S3 and IPFS, the result store, quotas (c2d_common/storage.py); by default
+        # the local result store, which on a cluster is the shared volume of results_claim.
+        self.storage = storage or StorageSettings()
+        self.store = self.storage.result_store
+        if not self.store.remote and not settings.results_claim:
+            raise ConfigError(
+                "the local result store needs C2D_K8S_RESULTS_CLAIM (a ReadWriteMany claim in the "
+                "jobs' namespace), or set C2D_RESULT_STORE to an S3 or IPFS store"
+            )
         environ = os.environ if environ is None else environ
         missing = [n for n in (*settings.configure_env, *settings.publish_env) if n not in environ]
         if missing:
             log.warning("podtools variables not set in the engine's environment", missing=missing)
-        # What podtools need in their pods (storage endpoints and credentials), each pod's in a
-        # Secret of the job's own: the storage settings' variables, and those the settings name.
-        shared = dict(podtools_env or {})
-        self.configure_env = {**shared, **{n: environ[n] for n in settings.configure_env if n in environ}}
-        self.publish_env = {**shared, **{n: environ[n] for n in settings.publish_env if n in environ}}
+        # What podtools need in their pods, each pod's in a Secret of the job's own: the storage
+        # settings' variables (credentials included) where the pod uses the storage, and the
+        # engine variables the settings name.
+        self.storage_env = self.storage.podtools_env()
+        self.configure_env = {n: environ[n] for n in settings.configure_env if n in environ}
+        self.publish_env = {n: environ[n] for n in settings.publish_env if n in environ}
+        if self.store.remote:
+            self.publish_env = {**self.storage_env, **self.publish_env}
         # Never set: a phase asked for while the engine shuts down waits for its cancellation.
         self._never = asyncio.Event()
         self._connect_api = connect_api
@@ -455,9 +471,10 @@ class KubernetesBackend:
         assert self.watcher is not None
         if self.watcher.get(name) is None:
             try:
-                plan = configure_plan(job, self.allow_private_input_hosts)
+                plan, needs_storage = configure_plan(job, self.allow_private_input_hosts, self.storage)
             except PlanRefused as exc:
                 return ConfigureOutcome(False, exc.failed_input, str(exc))
+            env = {**self.storage_env, **self.configure_env} if needs_storage else self.configure_env
             if len(json.dumps(plan)) > MAX_PLAN_BYTES:
                 failed = "algorithm" if len(job.spec.algorithm.raw_code) > MAX_PLAN_BYTES // 2 else "data"
                 return ConfigureOutcome(
@@ -465,9 +482,10 @@ class KubernetesBackend:
                 )
             owner = await self._anchor(manifests)
             await self._create(manifests.data_volume_claim(owner))
-            await self._create(manifests.configure_secret(owner, plan, self.configure_env))
-            await self._create(manifests.configure_network_policy(owner, self.allow_private_input_hosts))
-            manifest = manifests.configure_pod(owner, timeout, tuple(self.configure_env))
+            await self._create(manifests.configure_secret(owner, plan, env))
+            anywhere = self.allow_private_input_hosts or needs_storage
+            await self._create(manifests.configure_network_policy(owner, anywhere))
+            manifest = manifests.configure_pod(owner, timeout, tuple(env))
         try:
             end = await self._run_pod(job_id, manifest, name, timeout)
         finally:
@@ -607,9 +625,15 @@ class KubernetesBackend:
             owner = await self._anchor(manifests)
             if self.publish_env:
                 await self._create(manifests.secret(PUBLISH, owner, self.publish_env))
-            if self.settings.results_claim:
-                await self._create(manifests.publish_network_policy(owner))
-            manifest = manifests.publish_pod(owner, timeout, include_outputs, tuple(self.publish_env))
+            await self._create(manifests.publish_network_policy(owner, self.store.remote))
+            manifest = manifests.publish_pod(
+                owner,
+                timeout,
+                include_outputs,
+                tuple(self.publish_env),
+                store=self.store.publish_argument(job_id),
+                quota_bytes=self.storage.result_quota_bytes,
+            )
         end = await self._run_pod(job_id, manifest, name, timeout)
         if end.killed:
             return PublishOutcome(False, "the job was stopped")
@@ -645,10 +669,12 @@ class KubernetesBackend:
         return PublishOutcome(True, results=files)
 
     def _location(self, job_id: str, item: Mapping[str, Any]) -> str | None:
-        """Where the provider finds a published file: the store's own location when podtools
-        report one (S3, IPFS), else the path under the job's folder of the shared result store."""
-        if item.get("location"):
-            return str(item["location"])
+        """Where the provider finds a published file: in an S3 or IPFS store, the location podtools
+        report (if it lies in the job's part of the store); in the shared volume, the path under
+        the job's folder, as the provider sees it."""
+        if self.store.remote:
+            location = str(item.get("location", ""))
+            return location if self.store.holds_job_result(job_id, location) else None
         path = PurePosixPath(str(item.get("path", "")))
         if path.is_absolute() or ".." in path.parts or not path.parts:
             return None
@@ -680,7 +706,7 @@ class KubernetesBackend:
             if self._api is not None:
                 await self._delete_objects(job_id)
             if not keep_results:
-                await asyncio.to_thread(shutil.rmtree, self.results_dir / job_id, True)
+                await self._delete_results(job_id)
         finally:
             self._killed.discard(job_id)
             self._owners.pop(job_id, None)
@@ -762,7 +788,20 @@ class KubernetesBackend:
 
     async def _delete_orphan(self, job_id: str) -> None:
         await self._delete_objects(job_id)
-        await asyncio.to_thread(shutil.rmtree, self.results_dir / job_id, True)
+        await self._delete_results(job_id)
+
+    async def _delete_results(self, job_id: str) -> None:
+        """What a job that did not finish publishing left in the result store. Bounded for a
+        remote store: one that is down must not hold up the job's end (its log says so)."""
+        if not self.store.remote:
+            await asyncio.to_thread(shutil.rmtree, self.results_dir / job_id, True)
+            return
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(delete_job_results, self.storage, job_id), REMOTE_CLEANUP_SECONDS
+            )
+        except Exception as exc:
+            log.warning("could not remove a job's files from the result store", error=repr(exc))
 
     async def _sweep_forever(self) -> None:
         period = max(1.0, min(60.0, self.settings.adopt_grace_seconds / 2))

@@ -1,8 +1,10 @@
 """What podtools configure fetches in a job's configuration pod (podtools/configure.py's job.json).
 
 The same plan as the local backend's, minus file:// inputs: a pod cannot see the engine's files.
-The plan holds the datasets' locations and the publisher's HTTP headers, so it only ever travels
-in the job's configure Secret. Errors name the asset and the file's index, never a location.
+s3:// and ipfs:// inputs are checked against the storage settings (the buckets the suite may read,
+an IPFS node to read from) as the local backend checks them. The plan holds the datasets'
+locations and the publisher's HTTP headers, so it only ever travels in the job's configure
+Secret. Errors name the asset and the file's index, never a location.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import urlparse
 from google.protobuf import json_format
 
 from c2d.common.v1 import job_pb2
+from c2d_common.storage import StorageRefused, StorageSettings
 from engine_svc.domain.model import JobContext
 
 MAX_HEADERS = 32
@@ -66,12 +69,27 @@ def _http_options(location: job_pb2.FileLocation, what: str, failed_input: str) 
     return options
 
 
-def configure_plan(job: JobContext, allow_private_hosts: bool) -> dict[str, Any]:
+def configure_plan(
+    job: JobContext, allow_private_hosts: bool, storage: StorageSettings
+) -> tuple[dict[str, Any], bool]:
+    """The plan, and whether podtools need the S3/IPFS settings (credentials included) for it."""
+    needs_storage = False
+
     def locate(location: job_pb2.FileLocation, what: str, failed_input: str) -> dict[str, Any]:
+        nonlocal needs_storage
         scheme = urlparse(location.url).scheme
         entry: dict[str, Any] = {"url": location.url, "sha256": location.sha256, "size": location.size}
         if scheme in ("http", "https"):
             entry.update(_http_options(location, what, failed_input))
+        elif scheme in ("s3", "ipfs"):
+            try:
+                if scheme == "s3":
+                    storage.check_s3_input(location.url)
+                else:
+                    storage.check_ipfs_input(location.url)
+            except StorageRefused as exc:
+                raise PlanRefused(failed_input, f"{what}: {exc}") from None
+            needs_storage = True
         elif scheme == "file":
             raise PlanRefused(
                 failed_input,
@@ -95,7 +113,7 @@ def configure_plan(job: JobContext, allow_private_hosts: bool) -> dict[str, Any]
         for dataset in job.spec.datasets
     ]
     algorithm = job.spec.algorithm
-    return {
+    plan = {
         "job_id": job.job_id,
         "datasets": datasets,
         "algorithm": {
@@ -107,4 +125,8 @@ def configure_plan(job: JobContext, allow_private_hosts: bool) -> dict[str, Any]
         },
         "algorithm_parameters": json_format.MessageToDict(job.spec.algorithm_parameters),
         "allow_private_hosts": allow_private_hosts,
+        "stall_seconds": storage.input_stall_seconds,
+        "parallel_fetches": storage.input_parallel_fetches,
+        "max_input_bytes": storage.max_input_bytes,
     }
+    return plan, needs_storage

@@ -10,7 +10,7 @@ the cluster's garbage collector remove the rest, should the engine ever miss a c
     Secret         c2d-<job>-publish       the result store's credentials (when there are any)
     NetworkPolicy  c2d-<job>-algorithm     no ingress; no egress unless the environment allows it
     NetworkPolicy  c2d-<job>-configure     no ingress; egress to the internet, not the cluster
-    NetworkPolicy  c2d-<job>-publish       no ingress, no egress (the local result store)
+    NetworkPolicy  c2d-<job>-publish       no ingress; no egress to a shared-volume result store
     Pod            c2d-<job>-configure     podtools configure (Ocean's pod-configuration)
     Pod            c2d-<job>-algorithm     the algorithm, in its runtime's image
     Pod            c2d-<job>-publish       podtools publish (Ocean's pod-publishing)
@@ -96,12 +96,20 @@ exit $code
 """
 
 
-def podtools_command(phase: str, *, include_outputs: bool = True) -> list[str]:
-    """The container command of a podtools pod. The one place that knows podtools' command line."""
+def podtools_command(
+    phase: str, *, include_outputs: bool = True, store: str = "/results", quota_bytes: int = 0
+) -> list[str]:
+    """The container command of a podtools pod. The one place that knows podtools' command lines
+    (docs/storage.md): configure JOB_JSON RESULT_JSON; publish RESULT_JSON [--store STORE]
+    [--quota BYTES] [--logs-only]."""
     if phase == CONFIGURE:
         return ["sh", "-c", CONFIGURE_SCRIPT.replace("{marker}", RESULT_MARKER)]
     if phase == PUBLISH:
-        extra = [] if include_outputs else ["--logs-only"]
+        extra = ["--store", store]
+        if quota_bytes:
+            extra += ["--quota", str(quota_bytes)]
+        if not include_outputs:
+            extra.append("--logs-only")
         return ["sh", "-c", PUBLISH_SCRIPT.replace("{marker}", RESULT_MARKER), "c2d-publish", *extra]
     raise ValueError(f"no podtool for phase {phase!r}")
 
@@ -279,17 +287,16 @@ class JobManifests:
             ALGORITHM, owner, self._internet_egress() if self.env.network_allowed else []
         )
 
-    def configure_network_policy(self, owner: Owner, allow_private_hosts: bool) -> Manifest:
+    def configure_network_policy(self, owner: Owner, anywhere: bool) -> Manifest:
         """The configuration pod fetches from the internet; the cluster's own networks and cloud
-        metadata stay out of reach (as podtools refuse private hosts) unless the engine allows
-        private input hosts (the publisher's data on its own network): then anywhere."""
-        return self._network_policy(
-            CONFIGURE, owner, [{}] if allow_private_hosts else self._internet_egress()
-        )
+        metadata stay out of reach (as podtools refuse private hosts), unless it may go anywhere:
+        the engine allows private input hosts (the publisher's data on its own network), or the
+        job reads the suite's own S3 or IPFS, which may well be in the cluster."""
+        return self._network_policy(CONFIGURE, owner, [{}] if anywhere else self._internet_egress())
 
-    def publish_network_policy(self, owner: Owner) -> Manifest:
-        """Publishing to the shared volume needs no network at all."""
-        return self._network_policy(PUBLISH, owner, [])
+    def publish_network_policy(self, owner: Owner, remote_store: bool) -> Manifest:
+        """Publishing to the shared volume needs no network at all; to S3 or IPFS, the store's."""
+        return self._network_policy(PUBLISH, owner, [{}] if remote_store else [])
 
     # --- pods -------------------------------------------------------------------------------------
 
@@ -470,8 +477,16 @@ class JobManifests:
         )
 
     def publish_pod(
-        self, owner: Owner, timeout_seconds: float, include_outputs: bool, env_names: tuple[str, ...]
+        self,
+        owner: Owner,
+        timeout_seconds: float,
+        include_outputs: bool,
+        env_names: tuple[str, ...],
+        store: str = "/results",
+        quota_bytes: int = 0,
     ) -> Manifest:
+        """store: podtools publish's --store; the shared volume (results_claim) is mounted at
+        /results only when that is where the results go."""
         secret = object_name(self.job_id, PUBLISH)
 
         def mount(folder: str, path: str) -> dict[str, Any]:
@@ -486,7 +501,7 @@ class JobManifests:
         volumes = [self._data_volume(), self._tmp_volume(self.settings.podtools_ephemeral_storage)]
         init_containers = []
         job_env = [{"name": "C2D_JOB_ID", "value": self.job_id}]
-        if self.settings.results_claim:
+        if self.settings.results_claim and store == "/results":
             volumes.append(
                 {"name": "results", "persistentVolumeClaim": {"claimName": self.settings.results_claim}}
             )
@@ -504,7 +519,7 @@ class JobManifests:
         container = self._container(
             PUBLISH,
             self.settings.podtools_image,
-            podtools_command(PUBLISH, include_outputs=include_outputs),
+            podtools_command(PUBLISH, include_outputs=include_outputs, store=store, quota_bytes=quota_bytes),
             mounts,
             self._podtools_resources(),
             [*job_env, *self._secret_env(secret, env_names)],

@@ -1,0 +1,81 @@
+"""S3 on the Kubernetes backend, against a real S3 endpoint (moto's server over HTTP): a dataset
+read from a bucket the suite may read, results written to an S3 result store; the credentials
+travel only in the job's Secrets, to the pods that use them."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from c2d_common.status import JobStatus
+from c2d_common.storage import ResultStoreTarget, S3Settings, StorageSettings
+from engine_svc.infra.kubernetes import KubernetesBackend
+from tests.k8s.cluster import Cluster
+from tests.k8s.conftest import needs_bwrap
+from tests.k8s.jobs import job_spec, make_runner, run_job
+from tests.servers.s3 import ACCESS_KEY, REGION, SECRET_KEY, shared_s3_server
+
+pytestmark = [pytest.mark.sandbox, needs_bwrap]
+
+COUNT = """\
+import json, os
+data = open('/data/inputs/' + json.loads(os.environ['DIDS'])[0] + '/0').read()
+open('/data/outputs/count.txt', 'w').write(str(len(data.split())))
+print('counted')
+"""
+
+
+async def test_inputs_from_s3_and_results_to_an_s3_store(cluster: Cluster, tmp_path: Path) -> None:
+    s3 = shared_s3_server()
+    data = b"1 2 3 4\n"
+    inputs = s3.bucket("k8s-inputs")
+    results = s3.bucket("k8s-results")
+    s3.client().put_object(Bucket=inputs, Key="weather/data.txt", Body=data)
+    storage = StorageSettings(
+        result_store=ResultStoreTarget.parse(f"s3://{results}/c2d"),
+        s3=S3Settings(
+            endpoint_url=s3.endpoint_url,
+            region=REGION,
+            access_key_id=ACCESS_KEY,
+            secret_access_key=SECRET_KEY,
+            input_buckets=(inputs,),
+        ),
+    )
+    backend = KubernetesBackend(
+        cluster.settings(results_claim=""), results_dir=tmp_path / "unused", storage=storage
+    )
+    try:
+        job_id, seen = await run_job(
+            make_runner(backend), job_spec(f"s3://{inputs}/weather/data.txt", COUNT, data=data)
+        )
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.FINISHED, seen.statuses
+    count = next(r for r in seen.final.results if r.name == "count.txt")
+    assert count.location == f"s3://{results}/c2d/{job_id}/outputs/count.txt"
+    assert count.sha256 == hashlib.sha256(b"4").hexdigest()
+    assert f"c2d/{job_id}/outputs/count.txt" in s3.keys(results, f"c2d/{job_id}/")
+    # A Secret for each podtools pod (each with the store's credentials), none for the algorithm.
+    secrets = [p for m, p, _ in cluster.api.calls if m == "POST" and p.endswith("/secrets")]
+    assert len(secrets) == 2
+    assert cluster.labelled(job_id) == []
+
+
+async def test_a_bucket_the_suite_may_not_read_is_refused(cluster: Cluster, tmp_path: Path) -> None:
+    s3 = shared_s3_server()
+    storage = StorageSettings(
+        result_store=ResultStoreTarget.parse("s3://k8s-results/c2d"),
+        s3=S3Settings(endpoint_url=s3.endpoint_url, input_buckets=("k8s-inputs",)),
+    )
+    backend = KubernetesBackend(
+        cluster.settings(results_claim=""), results_dir=tmp_path / "unused", storage=storage
+    )
+    try:
+        _, seen = await run_job(make_runner(backend), job_spec("s3://someone-elses/secret.csv", COUNT))
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.DATA_PROVISIONING_FAILED
+    assert "C2D_S3_INPUT_BUCKETS" in seen.final.status_text
+    assert not [c for c in cluster.api.calls if c[0] == "POST"]
