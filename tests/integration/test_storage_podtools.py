@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,34 @@ def test_the_first_failure_stops_the_other_fetches(files: FileServer, roots: dic
     with pytest.raises(ProvisioningError, match="file 1: content does not match"):
         run(roots, job)
     assert list((roots["inputs"] / DID).iterdir()) == []
+
+
+def test_a_file_that_changed_between_attempts_is_fetched_whole_again(
+    files: FileServer, roots: dict[str, Path]
+) -> None:
+    old, new = os.urandom(2_000_000), os.urandom(2_100_000)
+    url = files.add("/moving.bin", old, break_after=1_000_000, changed_to=new)
+    run(roots, plan(url, sha256=hashlib.sha256(new).hexdigest()))
+    assert (roots["inputs"] / DID / "0").read_bytes() == new
+    second = files.requests_for("/moving.bin")[1]
+    # Asked for the rest only if unchanged (If-Range); the server sent the new file whole.
+    assert second.headers.get("Range") == "bytes=1000000-" and second.headers.get("If-Range")
+
+
+def test_all_inputs_together_stay_under_the_engines_limit(files: FileServer, roots: dict[str, Path]) -> None:
+    job = plan(files.add("/a.bin", os.urandom(600_000)))
+    job["datasets"][0]["files"].append({"url": files.add("/b.bin", os.urandom(600_000))})
+    job["max_input_bytes"] = 1_000_000
+    with pytest.raises(ProvisioningError, match="larger than this engine's limit of 1000000 bytes"):
+        run(roots, job)
+    job["max_input_bytes"] = 1_200_000
+    shutil.rmtree(roots["inputs"] / DID)
+    shutil.rmtree(roots["ddos"])
+    roots["ddos"].mkdir()
+    (roots["inputs"] / "algoCustomData.json").unlink()
+    (roots["transformations"] / "algorithm").unlink()
+    run(roots, job)
+    assert sorted(p.name for p in (roots["inputs"] / DID).iterdir()) == ["0", "1"]
 
 
 def test_the_command_line_answers_its_usage() -> None:

@@ -27,6 +27,8 @@ class Served:
     # The first `break_times` answers send this many bytes of the body, then close the connection.
     break_after: int | None = None
     break_times: int = 1
+    # After a broken answer, serve this instead (the file changed on the server meanwhile).
+    changed_to: bytes | None = None
     # Every answer sends this many bytes, then stalls until the server stops.
     stall_after: int | None = None
     # Answer 302 to this URL instead.
@@ -186,6 +188,8 @@ class FileServer:
             handler.wfile.flush()
             handler.connection.shutdown(socket.SHUT_RDWR)
             handler.close_connection = True
+            if served.changed_to is not None:
+                served.data = served.changed_to
         elif served.stall_after is not None and limit < end:
             handler.wfile.flush()
             self._release.wait(120)
