@@ -1,5 +1,6 @@
-"""Fetching one input file to disk: streamed in 1 MiB pieces (flat memory whatever the size), its
-size and sha256 checked on the way, resumed where it stopped when a connection breaks or stalls.
+"""Fetching one input file to disk: streamed through four 1 MiB buffers (flat memory whatever the
+size), its size and sha256 checked on the way, resumed where it stopped when a connection breaks
+or stalls.
 
 Sources: http(s):// (the publisher's method and headers; public hosts only unless the engine allows
 private ones, redirects included; the headers never follow a redirect to another host),
