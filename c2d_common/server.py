@@ -98,10 +98,17 @@ class ServiceServer:
         """Runs (awaited if a coroutine) after the server stopped accepting calls."""
         self._on_stop.append(callback)
 
-    async def start(self, port_file: str | None = None) -> int:
-        self.port = self.server.add_insecure_port(self.listen)
+    def bind(self) -> int:
+        """Binds the listen address (once) and returns the port, before the server starts: a
+        service whose public address names its port learns it here when it listens on port 0."""
         if self.port == 0:
-            raise RuntimeError(f"{self.name}: could not bind {self.listen}")
+            self.port = self.server.add_insecure_port(self.listen)
+            if self.port == 0:
+                raise RuntimeError(f"{self.name}: could not bind {self.listen}")
+        return self.port
+
+    async def start(self, port_file: str | None = None) -> int:
+        self.bind()
         await self.server.start()
         self.metrics_port = serve_metrics(self.metrics_listen)
         if self.metrics_port is not None and self.metrics_listen:

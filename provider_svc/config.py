@@ -57,8 +57,13 @@ class ProviderSettings:
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.state_dir / 'provider.db'}"
 
-    def resolved_public_url(self) -> str:
-        return self.public_url or f"grpc://{self.listen}"
+    def resolved_public_url(self, port: int | None = None) -> str:
+        """C2D_PROVIDER_URL, or the listen address with the port really bound (listening on port 0
+        must not make every DDO name port 0, nor change the provider's name across a restart)."""
+        if self.public_url:
+            return self.public_url
+        host = self.listen.rsplit(":", 1)[0]
+        return f"grpc://{host}:{port}" if port else f"grpc://{self.listen}"
 
     def resolved_private_key(self) -> str:
         return self.private_key or load_or_create_key(self.state_dir / "provider.key")

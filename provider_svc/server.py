@@ -26,14 +26,14 @@ def build_provider(settings: ProviderSettings, orders: OrderChecking | None = No
     ledger = Ledger(database)
     key = settings.resolved_private_key()
     chain_id = orders.chain_id if orders is not None else 0
-    public_url = settings.resolved_public_url()
+    server = ServiceServer("provider", settings.listen, SERVICE_NAMES, metrics_listen=settings.metrics_listen)
+    public_url = settings.resolved_public_url(server.bind())
     assets = AssetStore(settings.assets_dir, settings.file_policy(), public_url, chain_id)
     operator = OperatorClient(settings.operator_address)
     front_door = ComputeFrontDoor(
         assets, operator, ResultStore(settings.results_dir), ledger, public_url, orders
     )
     auth = Authenticator(ledger, address_of(key))
-    server = ServiceServer("provider", settings.listen, SERVICE_NAMES, metrics_listen=settings.metrics_listen)
     service_pb2_grpc.add_ComputeServiceServicer_to_server(
         ComputeServicer(front_door, auth, server.closing), server.server
     )

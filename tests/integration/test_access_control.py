@@ -494,7 +494,7 @@ async def test_a_dataset_served_by_another_provider_is_refused(suite: Suite, dat
 async def test_published_ddos_get_this_provider_s_endpoint(suite: Suite, raw_dataset: str) -> None:
     ddo = await jobs.public_ddo(suite, raw_dataset)
     service = ddo["services"][0]
-    assert service["serviceEndpoint"] == "grpc://127.0.0.1:0"
+    assert service["serviceEndpoint"] == f"grpc://127.0.0.1:{suite.provider.port}"
     assert service["timeout"] == 0 and ddo["id"] == raw_dataset
     assert "files" not in service
 
