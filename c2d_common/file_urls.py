@@ -23,6 +23,11 @@ class FileUrlRefused(ValueError):
 class FileUrlPolicy:
     roots: tuple[Path, ...]
     denied: tuple[Path, ...] = ()
+    # The local result store: a result asset (results published as a new asset, see
+    # provider_svc.domain.assets) names its files there. Only the provider writes such DDOs (a
+    # publisher's file:// URL under it is refused on the way in), so the engine reads them whatever
+    # roots and denied say.
+    results: tuple[Path, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -35,17 +40,22 @@ class FileUrlPolicy:
         parsed = urlparse(url)
         if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
             raise FileUrlRefused("not a local file:// URL")
+        path = Path(os.path.realpath(unquote(parsed.path)))
+        if any(_under(path, r) for r in self.results):
+            return path
         if not self.enabled:
             raise FileUrlRefused("this provider serves no file:// data (C2D_FILE_URL_ROOTS is not set)")
-        path = Path(os.path.realpath(unquote(parsed.path)))
-        roots = [Path(os.path.realpath(r)) for r in self.roots]
-        if not any(path == r or path.is_relative_to(r) for r in roots):
+        if not any(_under(path, r) for r in self.roots):
             raise FileUrlRefused(
                 "file:// inputs must lie under the folders this provider serves data from "
                 "(C2D_FILE_URL_ROOTS)"
             )
-        for denied in self.denied:
-            resolved = Path(os.path.realpath(denied))
-            if path == resolved or path.is_relative_to(resolved):
-                raise FileUrlRefused("file:// inputs may not name the suite's own state")
+        if any(_under(path, d) for d in self.denied):
+            raise FileUrlRefused("file:// inputs may not name the suite's own state")
         return path
+
+
+def _under(path: Path, folder: Path) -> bool:
+    """path (already resolved) is folder or lies under it, once folder's symlinks are resolved."""
+    resolved = Path(os.path.realpath(folder))
+    return path == resolved or path.is_relative_to(resolved)

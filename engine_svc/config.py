@@ -65,7 +65,9 @@ class EngineSettings:
 
     def file_policy(self) -> FileUrlPolicy:
         return FileUrlPolicy(
-            roots=self.file_url_roots, denied=(self.work_dir, self.results_dir, *self.file_url_denied)
+            roots=self.file_url_roots,
+            denied=(self.work_dir, self.results_dir, *self.file_url_denied),
+            results=(self.results_dir,),
         )
 
     @classmethod

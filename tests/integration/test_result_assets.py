@@ -70,7 +70,6 @@ async def _code(call: object) -> tuple[grpc.StatusCode, str]:
     return raised.value.code(), raised.value.details() or ""
 
 
-@pytest.mark.xfail(strict=True, reason="the engine still refuses file:// inputs in its own result store")
 async def test_results_become_an_asset_a_later_job_reads_byte_for_byte(suite: Suite, finished: str) -> None:
     did = await _publish(suite, finished, name="my results", compute={"allowRawAlgorithm": True})
     ddo = await jobs.public_ddo(suite, did)
