@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -21,14 +17,6 @@ from c2d_common.signing import address_of, signing_interceptors
 
 class ChecksumMismatch(Exception):
     pass
-
-
-@dataclass(frozen=True)
-class Download:
-    path: Path
-    size: int
-    sha256: str
-    resumed_from: int
 
 
 class ProviderClient:
@@ -215,50 +203,6 @@ class ProviderClient:
             "filesChecksum": response.files_checksum,
             "containerSectionChecksum": response.container_section_checksum,
         }
-
-    # --- downloads ------------------------------------------------------------------------------
-
-    async def download(
-        self,
-        job_id: str,
-        result: job_pb2.ResultFile,
-        destination: Path,
-        on_progress: Callable[[int, int], None] | None = None,
-    ) -> Download:
-        """Downloads one result, resuming a partial file (destination + ".part") where it stopped,
-        and verifies its sha256 before it takes its final name."""
-        partial = destination.with_name(destination.name + ".part")
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        offset = partial.stat().st_size if partial.exists() else 0
-        if offset > result.size:
-            partial.unlink()
-            offset = 0
-        resumed_from = offset
-        with partial.open("ab") as sink:
-            try:
-                async for response in self.get_result(job_id, result.name, result.kind, offset):
-                    if response.offset != offset:
-                        raise ChecksumMismatch(
-                            f"{result.name}: the server sent offset {response.offset}, not {offset}"
-                        )
-                    sink.write(response.data)
-                    offset += len(response.data)
-                    if on_progress:
-                        on_progress(offset, result.size)
-            finally:
-                sink.flush()
-                os.fsync(sink.fileno())
-        digest = hashlib.sha256()
-        with partial.open("rb") as reader:
-            for block in iter(lambda: reader.read(1024 * 1024), b""):
-                digest.update(block)
-        if digest.hexdigest() != result.sha256:
-            partial.unlink()
-            raise ChecksumMismatch(
-                f"{result.name}: sha256 {digest.hexdigest()} is not the published {result.sha256}"
-            )
-        partial.replace(destination)
-        return Download(destination, offset, result.sha256, resumed_from)
 
 
 def status_name(status: int) -> str:

@@ -23,7 +23,9 @@ from urllib.parse import urlparse
 import grpc
 
 from c2d.common.v1 import job_pb2, job_status_pb2
+from c2d_cli import download
 from c2d_cli.client import ChecksumMismatch, ProviderClient, status_name
+from c2d_cli.download import UnsafeResultName
 from c2d_common.status import JobStatus
 
 DEFAULT_KEY_FILE = Path("~/.config/c2d/key")
@@ -266,24 +268,8 @@ def describe(job: job_pb2.Job) -> None:
 
 
 async def download_all(client: ProviderClient, job: job_pb2.Job, folder: Path) -> None:
-    for result in job.results:
-        sub = "logs" if result.kind == job_pb2.RESULT_KIND_LOG else "outputs"
-        destination = folder / sub / result.name
-        last = [0.0]
-
-        def progress(done: int, total: int, name: str = result.name, last: list[float] = last) -> None:
-            now = time.monotonic()
-            if sys.stderr.isatty() and (now - last[0] > 0.1 or done == total):
-                last[0] = now
-                percent = 100 * done / total if total else 100
-                sys.stderr.write(f"\r  {name:<40} {percent:5.1f}% of {total} B")
-                sys.stderr.flush()
-
-        download = await client.download(job.job_id, result, destination, progress)
-        if sys.stderr.isatty():
-            sys.stderr.write("\n")
-        resumed = f" (resumed at {download.resumed_from} B)" if download.resumed_from else ""
-        _out(f"  {destination}  {download.size} B  sha256 verified{resumed}")
+    """Every result under folder/outputs and folder/logs, each checksum verified, a line per file."""
+    await download.download_all(client, job, folder, report=_out)
 
 
 async def cmd_start(client: ProviderClient, args: argparse.Namespace) -> int:
@@ -622,7 +608,7 @@ def main(argv: list[str] | None = None) -> None:
     except grpc.aio.AioRpcError as exc:
         print(f"c2d: {exc.code().name}: {exc.details()}", file=sys.stderr)
         code = 2
-    except ChecksumMismatch as exc:
+    except (ChecksumMismatch, UnsafeResultName) as exc:
         print(f"c2d: {exc}", file=sys.stderr)
         code = 3
     except KeyboardInterrupt:
