@@ -46,6 +46,7 @@ class EngineSettings:
     work_dir: Path = Path("c2d-state/work")
     results_dir: Path = Path("c2d-state/results")
     max_concurrent_jobs: int = 2
+    sandbox_nice: int = 10
     configure_timeout_seconds: int = 600
     publish_timeout_seconds: int = 600
     environments: tuple[Environment, ...] = DEFAULT_ENVIRONMENTS
@@ -85,6 +86,7 @@ class EngineSettings:
             work_dir=Path(env_str("C2D_WORK_DIR", str(cls.work_dir))).absolute(),
             results_dir=Path(env_str("C2D_RESULTS_DIR", str(cls.results_dir))).absolute(),
             max_concurrent_jobs=env_int("C2D_MAX_CONCURRENT_JOBS", cls.max_concurrent_jobs),
+            sandbox_nice=_nice(env_int("C2D_SANDBOX_NICE", cls.sandbox_nice)),
             configure_timeout_seconds=env_int("C2D_CONFIGURE_TIMEOUT_SECONDS", cls.configure_timeout_seconds),
             publish_timeout_seconds=env_int("C2D_PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout_seconds),
             environments=parse_environments(raw_envs) if raw_envs else DEFAULT_ENVIRONMENTS,
@@ -98,3 +100,9 @@ class EngineSettings:
             port_file=env_str("C2D_PORT_FILE", "") or None,
             metrics_listen=env_str("C2D_METRICS_LISTEN", "") or None,
         )
+
+
+def _nice(value: int) -> int:
+    if not 0 <= value <= 19:
+        raise ConfigError(f"C2D_SANDBOX_NICE={value}: a niceness from 0 (none) to 19 (lowest priority)")
+    return value

@@ -62,6 +62,7 @@ def build_engine(
                 allow_private_input_hosts=settings.allow_private_input_hosts,
                 storage=settings.storage,
                 runtimes={**default_runtimes(), **settings.runtimes},
+                sandbox_nice=settings.sandbox_nice,
             )
         )
         server.on_stop(local.close)

@@ -98,6 +98,8 @@ class LocalBackendSettings:
     # enough, and moving a process into a cgroup costs ~10 ms on cgroup v1 (an RCU grace period
     # per write to cgroup.procs), a tenth of a trivial job's whole overhead per phase.
     podtools_cgroups: bool = False
+    # Niceness of every sandbox (see sandbox.Limits.nice); C2D_SANDBOX_NICE.
+    sandbox_nice: int = 10
 
 
 def default_runtimes() -> dict[str, str]:
@@ -440,6 +442,7 @@ class LocalBackend:
                 else self.settings.podtools_memory_bytes,
                 cpu_seconds=3600,
                 file_size_bytes=1 << 40,
+                nice=self.settings.sandbox_nice,
             ),
         )
 
@@ -597,6 +600,7 @@ class LocalBackend:
                 memory_bytes=None if self.cgroups else env.memory_bytes,
                 cpu_seconds=max(1, int(env.max_duration_seconds * max(env.cpus, 1))),
                 file_size_bytes=env.disk_bytes,
+                nice=self.settings.sandbox_nice,
             ),
         )
 

@@ -25,6 +25,9 @@ class Limits:
     cpu_seconds: int
     file_size_bytes: int
     open_files: int = 1024
+    # Scheduling niceness of everything in the sandbox (0 to 19): the services answer first when
+    # jobs keep the CPUs busy, so Watch streams and new calls do not queue behind algorithms.
+    nice: int = 0
 
 
 @dataclass
@@ -77,6 +80,8 @@ def build_command(spec: SandboxSpec, bwrap: str | None = None) -> list[str]:
     args: list[str] = []
     if spec.limits is not None:
         lim = spec.limits
+        if lim.nice:
+            args += ["nice", "-n", str(lim.nice)]
         args += ["prlimit"]
         if lim.memory_bytes is not None:
             args += [f"--as={lim.memory_bytes}"]

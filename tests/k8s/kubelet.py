@@ -590,6 +590,10 @@ class Kubelet:
         termination.parent.mkdir(parents=True, exist_ok=True)
         termination.write_bytes(b"")
         rw_binds.append((str(termination), container.get("terminationMessagePath", "/dev/termination-log")))
+        # The image's files (host folders such as this venv) are bound last: in a real image they
+        # are never under a volume's mount path, but a checkout under /tmp puts the venv beneath the
+        # pods' /tmp emptyDir, which would hide it.
+        ro_binds += [(path, path) for path in image.host_ro_paths]
         limits = (container.get("resources") or {}).get("limits") or {}
         memory = int(quantity(limits["memory"])) if "memory" in limits else None
         group = None
@@ -603,7 +607,6 @@ class Kubelet:
             network=network,
             ro_binds=ro_binds,
             rw_binds=rw_binds,
-            host_ro_paths=list(image.host_ro_paths),
             env=self._env(pod, container, image),
             chdir=container.get("workingDir") or "/",
             limits=Limits(

@@ -151,6 +151,13 @@ def test_limits_wrap_bwrap_in_prlimit(limits: Limits) -> None:
     assert command.index(BWRAP) == len(prlimit_args)
 
 
+def test_a_niceness_runs_the_whole_sandbox_at_lower_priority() -> None:
+    limits = Limits(memory_bytes=None, cpu_seconds=60, file_size_bytes=1024, nice=10)
+    command = build_command(SandboxSpec(argv=ALGORITHM, limits=limits), BWRAP)
+    assert command[:4] == ["nice", "-n", "10", "prlimit"]
+    assert command.index(BWRAP) > command.index("prlimit")
+
+
 def test_the_given_bwrap_is_used() -> None:
     command = build_command(SandboxSpec(argv=ALGORITHM), "/somewhere/else/bwrap")
     assert command[0] == "/somewhere/else/bwrap"
