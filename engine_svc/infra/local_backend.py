@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import shutil
 import signal
 import stat
@@ -47,6 +46,7 @@ from engine_svc.domain.model import (
     PublishOutcome,
 )
 from engine_svc.infra.cgroups import CgroupManager, SandboxGroup, join_command
+from engine_svc.infra.http_inputs import http_options
 from engine_svc.infra.sandbox import Limits, SandboxSpec, build_command, find_bwrap
 
 log = structlog.get_logger(__name__)
@@ -55,22 +55,6 @@ PODTOOLS_DIR = Path(__file__).resolve().parents[2] / "podtools"
 READ_CHUNK = 64 * 1024
 # How long the end of a job waits for a remote store to remove a half-published result.
 REMOTE_CLEANUP_SECONDS = 20.0
-# Publisher headers podtools set themselves or that would change what is fetched.
-_RESERVED_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "range",
-        "if-range",
-        "accept-encoding",
-        "te",
-    }
-)
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
-MAX_HEADERS = 32
-MAX_HEADER_VALUE = 8192
 SIGXCPU = int(signal.SIGXCPU)
 SIGXFSZ = int(signal.SIGXFSZ)
 
@@ -515,7 +499,7 @@ class LocalBackend:
                 url = f"file://{target}"
             elif parsed.scheme in ("http", "https"):
                 network = True
-                entry.update(_http_options(location, what))
+                entry.update(http_options(location, what))
             elif parsed.scheme in ("s3", "ipfs"):
                 try:
                     if parsed.scheme == "s3":
@@ -784,27 +768,6 @@ class LocalBackend:
             )
         except Exception as exc:
             log.warning("could not remove a job's files from the result store", error=repr(exc))
-
-
-def _http_options(location: job_pb2.FileLocation, what: str) -> dict[str, Any]:
-    """The publisher's method and headers for podtools, checked: a header that could smuggle a
-    second request or change what is fetched is refused (the message never shows its value)."""
-    options: dict[str, Any] = {}
-    method = location.method.upper()
-    if method not in ("", "GET", "POST"):
-        raise ValueError(f"{what} asks for HTTP method {location.method[:10]!r}; GET or POST are supported")
-    if method:
-        options["method"] = method
-    if len(location.headers) > MAX_HEADERS:
-        raise ValueError(f"{what} has more than {MAX_HEADERS} HTTP headers")
-    for name, value in location.headers.items():
-        if not _HEADER_NAME.fullmatch(name) or name.lower() in _RESERVED_HEADERS:
-            raise ValueError(f"{what} has an HTTP header podtools cannot send ({name[:40]!r})")
-        if len(value) > MAX_HEADER_VALUE or any(c in value for c in "\r\n\0"):
-            raise ValueError(f"{what} has a malformed value for HTTP header {name!r}")
-    if location.headers:
-        options["headers"] = dict(location.headers)
-    return options
 
 
 class _DiskBudget:

@@ -7,7 +7,7 @@ import pytest
 from c2d.common.v1 import job_pb2
 from c2d_common.env import ConfigError
 from c2d_common.storage import ResultStoreTarget, S3Settings, StorageRefused, StorageSettings
-from engine_svc.infra.local_backend import _http_options
+from engine_svc.infra.http_inputs import http_options
 from tests.servers.storage_suite import storage_environment
 
 
@@ -126,11 +126,11 @@ def test_ipfs_inputs_are_plain_cids_with_plain_paths() -> None:
 def test_publisher_headers_and_methods_podtools_can_send() -> None:
     location = job_pb2.FileLocation(url="https://example.org/a", method="get")
     location.headers["Authorization"] = "Bearer x"
-    assert _http_options(location, "dataset d file 0") == {
+    assert http_options(location, "dataset d file 0") == {
         "method": "GET",
         "headers": {"Authorization": "Bearer x"},
     }
-    assert _http_options(job_pb2.FileLocation(url="https://example.org/a"), "f") == {}
+    assert http_options(job_pb2.FileLocation(url="https://example.org/a"), "f") == {}
 
 
 @pytest.mark.parametrize(
@@ -148,5 +148,5 @@ def test_publisher_headers_that_are_refused(headers: dict[str, str], method: str
     location = job_pb2.FileLocation(url="https://example.org/a", method=method)
     location.headers.update(headers)
     with pytest.raises(ValueError, match=message) as caught:
-        _http_options(location, "dataset d file 0")
+        http_options(location, "dataset d file 0")
     assert "Injected" not in str(caught.value)

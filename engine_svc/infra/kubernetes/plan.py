@@ -10,7 +10,6 @@ Secret. Errors name the asset and the file's index, never a location.
 from __future__ import annotations
 
 import base64
-import re
 from typing import Any
 from urllib.parse import urlparse
 
@@ -19,23 +18,8 @@ from google.protobuf import json_format
 from c2d.common.v1 import job_pb2
 from c2d_common.storage import StorageRefused, StorageSettings
 from engine_svc.domain.model import JobContext
+from engine_svc.infra.http_inputs import http_options
 
-MAX_HEADERS = 32
-MAX_HEADER_VALUE = 8192
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
-# Headers podtools set themselves or that would change what is fetched.
-_RESERVED_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "range",
-        "if-range",
-        "accept-encoding",
-        "te",
-    }
-)
 # A Secret holds at most 1 MiB; leave room for podtools' credentials beside the plan.
 MAX_PLAN_BYTES = 900 * 1024
 
@@ -46,27 +30,6 @@ class PlanRefused(ValueError):
     def __init__(self, failed_input: str, reason: str):
         super().__init__(reason)
         self.failed_input = failed_input
-
-
-def _http_options(location: job_pb2.FileLocation, what: str, failed_input: str) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    method = location.method.upper()
-    if method not in ("", "GET", "POST"):
-        raise PlanRefused(
-            failed_input, f"{what} asks for HTTP method {location.method[:10]!r}; GET or POST are supported"
-        )
-    if method:
-        options["method"] = method
-    if len(location.headers) > MAX_HEADERS:
-        raise PlanRefused(failed_input, f"{what} has more than {MAX_HEADERS} HTTP headers")
-    for name, value in location.headers.items():
-        if not _HEADER_NAME.fullmatch(name) or name.lower() in _RESERVED_HEADERS:
-            raise PlanRefused(failed_input, f"{what} has an HTTP header podtools cannot send")
-        if len(value) > MAX_HEADER_VALUE or any(c in value for c in "\r\n\0"):
-            raise PlanRefused(failed_input, f"{what} has an HTTP header value podtools cannot send")
-    if location.headers:
-        options["headers"] = dict(location.headers)
-    return options
 
 
 def configure_plan(
@@ -80,7 +43,10 @@ def configure_plan(
         scheme = urlparse(location.url).scheme
         entry: dict[str, Any] = {"url": location.url, "sha256": location.sha256, "size": location.size}
         if scheme in ("http", "https"):
-            entry.update(_http_options(location, what, failed_input))
+            try:
+                entry.update(http_options(location, what))
+            except ValueError as exc:
+                raise PlanRefused(failed_input, str(exc)) from None
         elif scheme in ("s3", "ipfs"):
             try:
                 if scheme == "s3":
