@@ -101,7 +101,7 @@ def algorithm_checksums(ddo: dict[str, Any]) -> AlgorithmChecksums:
 
 def file_location(item: dict[str, Any]) -> job_pb2.FileLocation:
     """A validated DDO file object as the engine's FileLocation (url, expected sha256 and size,
-    the publisher's headers)."""
+    the publisher's method and headers)."""
     kind = item.get("type", "url")
     if kind == "ipfs":
         url = f"ipfs://{item['hash']}"
@@ -115,6 +115,8 @@ def file_location(item: dict[str, Any]) -> job_pb2.FileLocation:
     headers = item.get("headers") or {}
     if headers:
         location.headers.update(headers)
+    if str(item.get("method", "GET")).upper() == "POST":
+        location.method = "POST"
     return location
 
 
@@ -257,7 +259,13 @@ def _check_file(
             except FileUrlRefused as exc:
                 raise InvalidArgument(f"invalid DDO: {at}.url: {exc}") from None
         method = item.get("method", "GET")
-        _require(method in ("GET", "get"), f"{at}.method must be GET")
+        _require(
+            isinstance(method, str) and method.upper() in ("GET", "POST"), f"{at}.method must be GET or POST"
+        )
+        _require(
+            method.upper() == "GET" or scheme in ("http", "https"),
+            f"{at}.method POST is for http(s) files only",
+        )
         headers = item.get("headers", {})
         _require(isinstance(headers, dict) and len(headers) <= MAX_HEADERS, f"{at}.headers must be an object")
         for name, value in headers.items():

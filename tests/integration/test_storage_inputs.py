@@ -159,6 +159,17 @@ async def test_a_broken_connection_is_resumed_where_it_stopped(tmp_path: Path, f
     assert all(s.headers.get("If-Range") for s in files.requests_for("/big.bin")[1:])
 
 
+async def test_a_dataset_the_publisher_serves_by_post_is_fetched_with_post(
+    tmp_path: Path, files: FileServer
+) -> None:
+    data = b"station,rain\nharbour,3\n"
+    url = files.add("/query", data, methods=("POST",), required_headers={"Authorization": TOKEN})
+    async with storage_suite(tmp_path / "suite", {}) as suite:
+        job = await run(suite, [[declared(url, data, method="POST", headers={"Authorization": TOKEN})]])
+        assert list((await report(suite, job)).values()) == [sha(data)]
+    assert {s.method for s in files.requests_for("/query")} == {"POST"}
+
+
 async def test_the_publishers_headers_never_follow_a_redirect_to_another_host(
     tmp_path: Path, files: FileServer
 ) -> None:

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from c2d_common.errors import InvalidArgument
-from provider_svc.domain.assets import MAX_DDO_BYTES, MAX_FILES, validate_ddo
+from provider_svc.domain.assets import MAX_DDO_BYTES, MAX_FILES, file_location, validate_ddo
 
 SCHEMES = ("http", "https", "s3", "ipfs", "file")
 SHA = "a" * 64
@@ -91,6 +91,8 @@ ACCEPTED = {
     "algorithm-empty-container": algorithm({}),
     "compute-empty-object": dataset(compute={}),
     "extra-fields-kept": edited(dataset(), _set("metadata.description", "rain in Spain")),
+    "http-post": edited(dataset(), _set("services.0.files.0.method", "POST")),
+    "http-get-lowercase": edited(dataset(), _set("services.0.files.0.method", "get")),
 }
 
 
@@ -174,6 +176,15 @@ REJECTED: dict[str, tuple[Any, str]] = {
         "services[0].compute.publisherTrustedAlgorithmPublishers",
     ),
     "too-large": (edited(dataset(), _set("metadata.description", "x" * MAX_DDO_BYTES)), "larger than"),
+    "method-delete": (
+        edited(dataset(), _set("services.0.files.0.method", "DELETE")),
+        "method must be GET or POST",
+    ),
+    "method-number": (edited(dataset(), _set("services.0.files.0.method", 1)), "method must be GET or POST"),
+    "post-to-s3": (
+        edited(dataset(), _set("services.0.files.0", {"url": "s3://bucket/key", "method": "POST"})),
+        "POST is for http(s) files only",
+    ),
 }
 
 
@@ -251,3 +262,13 @@ BUGS: dict[str, tuple[Any, str]] = {
 def test_ddos_that_slip_through_or_crash_are_rejected(ddo: Any) -> None:
     with pytest.raises(InvalidArgument):
         validate_ddo(ddo, SCHEMES)
+
+
+@pytest.mark.parametrize(("method", "expected"), [(None, ""), ("GET", ""), ("post", "POST")])
+def test_the_publisher_s_method_reaches_the_engine(method: str | None, expected: str) -> None:
+    item: dict[str, Any] = {"url": "https://example.org/q", "headers": {"Authorization": "Bearer t"}}
+    if method is not None:
+        item["method"] = method
+    location = file_location(item)
+    assert location.method == expected
+    assert dict(location.headers) == {"Authorization": "Bearer t"}
