@@ -25,6 +25,7 @@ is a fine source.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -246,6 +247,10 @@ class SigningUnaryUnary(_SigningBase, grpc.aio.UnaryUnaryClientInterceptor):
         return call
 
 
+# How long a stream's authentication may hold up its signer's next call (see SigningUnaryStream).
+STREAM_AUTH_WAIT_SECONDS = 2.0
+
+
 class SigningUnaryStream(_SigningBase, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         found = self._key_for(request)
@@ -257,8 +262,13 @@ class SigningUnaryStream(_SigningBase, grpc.aio.UnaryStreamClientInterceptor):
             lock = self._locks.setdefault(signer, asyncio.Lock())
             async with lock:
                 call = await continuation(client_call_details, self._signed(request, method, signer, key))
-            # The provider sends its initial metadata as soon as the call is authenticated, so this
-            # returns at once either way.
+                # The provider sends its initial metadata as soon as it has authenticated the call
+                # (or refused it). Waiting for it before the next call of this signer is signed keeps
+                # streams opened at once from overtaking each other's nonces on their way in (many
+                # Watch streams over several channels would otherwise be refused as stale, again and
+                # again). Bounded, so that a slow provider cannot hold up this signer's other calls.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(call.initial_metadata()), STREAM_AUTH_WAIT_SECONDS)
             await call.initial_metadata()
             if (
                 attempt + 1 < self._attempts

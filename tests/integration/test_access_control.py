@@ -20,7 +20,7 @@ import pytest_asyncio
 from c2d.provider.v1 import request_response_pb2 as pb
 from c2d.provider.v1 import service_pb2_grpc as provider_grpc
 from c2d_common.server import insecure_channel
-from c2d_common.signing import method_name, sign_request
+from c2d_common.signing import method_name, sign_request, signing_interceptors
 from c2d_common.status import JobStatus
 from provider_svc.config import ProviderSettings
 from provider_svc.server import build_provider
@@ -33,6 +33,7 @@ from tests.harness import (
     PROVIDER,
     PROVIDER_KEY,
     PUBLISHER,
+    TEST_KEYS,
     Suite,
     running_suite,
     signed_channel,
@@ -249,6 +250,31 @@ async def test_concurrent_signed_calls_of_one_consumer_all_pass(suite: Suite, ra
     ]
     results = await asyncio.gather(*calls)
     assert len(results) == 40
+
+
+async def test_many_streams_opened_at_once_over_several_channels_all_pass(
+    suite: Suite, raw_dataset: str
+) -> None:
+    """What a dashboard does: hundreds of Watch streams at once, one key, several connections
+    sharing the signer. Each stream waits for its authentication before the next is signed, so
+    none is refused as stale (with four tries each, many were)."""
+    started = await jobs.start_raw(suite, [raw_dataset], "print('watched')")
+    await jobs.wait_terminal(suite, started.job_id)
+    interceptors = signing_interceptors(TEST_KEYS, PROVIDER)
+    channels = [insecure_channel(suite.provider_address, interceptors) for _ in range(4)]
+
+    async def watch(index: int) -> int:
+        stub = provider_grpc.ComputeServiceStub(channels[index % len(channels)])
+        request = pb.WatchRequest(consumer_address=CONSUMER, job_id=started.job_id)
+        statuses = [m.event.status async for m in stub.Watch(request, timeout=T)]
+        return statuses[-1]
+
+    try:
+        finals = await asyncio.gather(*(watch(i) for i in range(400)))
+    finally:
+        for channel in channels:
+            await channel.close()
+    assert finals == [JobStatus.FINISHED] * 400
 
 
 async def test_nonces_survive_a_provider_restart(suite: Suite, tmp_path: Path) -> None:
