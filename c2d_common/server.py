@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -56,6 +57,17 @@ async def _run_all(callbacks: list[Callable[[], object]]) -> None:
         result = callback()
         if asyncio.iscoroutine(result):
             await result
+
+
+def _settle_garbage_collector() -> None:
+    """Once the service is up, everything loaded so far (modules, protobuf descriptors, web3's and
+    SQLAlchemy's machinery: ~150,000 objects) moves to the permanent generation, which collections
+    skip. A full collection over them took ~120 ms here, a pause every stream of the service felt
+    (it showed as the tail of Watch delivery under load); after the freeze it takes well under a
+    millisecond. Young collections come every 50,000 allocations instead of 700, and a full one
+    every ten million, so cyclic garbage is still collected as the service runs."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
 
 
 class ServiceServer:
@@ -110,6 +122,7 @@ class ServiceServer:
     async def start(self, port_file: str | None = None) -> int:
         self.bind()
         await self.server.start()
+        _settle_garbage_collector()
         self.metrics_port = serve_metrics(self.metrics_listen)
         if self.metrics_port is not None and self.metrics_listen:
             log.info(
