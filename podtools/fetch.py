@@ -44,10 +44,18 @@ class _Retry(Exception):
 class Options:
     """What every fetch of one job shares: its limits, and a flag that stops them all."""
 
-    def __init__(self, public_only: bool = True, stall_seconds: float = 60.0, max_total_bytes: int = 0):
+    def __init__(
+        self,
+        public_only: bool = True,
+        stall_seconds: float = 60.0,
+        max_total_bytes: int = 0,
+        resolver=None,
+    ):
         self.public_only = public_only
         self.stall_seconds = stall_seconds
         self.max_total_bytes = max_total_bytes
+        # How host names become addresses (hosts.Resolver); None: the system's (getaddrinfo).
+        self.resolver = resolver
         self.cancel = threading.Event()
         self._lock = threading.Lock()
         self._total = 0
@@ -106,17 +114,22 @@ class HttpSource:
         url, method = self.url, self.method
         first_origin = httpio.origin(url)
         for _ in range(MAX_REDIRECTS + 1):
+            addresses = None
             if self.public_only:
-                from podtools.hosts import check_public
+                from podtools import hosts
 
-                check_public(url)  # a public URL must not bounce the fetch to a private host
+                # Every hop (a public URL must not bounce the fetch to a private host) is resolved
+                # once and connected to at the addresses checked, never looked up again.
+                addresses = hosts.check_public(url, self.options.resolver or hosts.system_resolver)
             # The publisher's headers (an API token, say) go to the publisher's host only.
             headers = dict(self.headers) if httpio.origin(url) == first_origin else {}
             if offset:
                 headers["Range"] = f"bytes={offset}-"
                 if self.validator:
                     headers["If-Range"] = self.validator
-            response = httpio.request(method, url, headers, timeout=self.options.stall_seconds)
+            response = httpio.request(
+                method, url, headers, timeout=self.options.stall_seconds, addresses=addresses
+            )
             status = response.status
             if status in _REDIRECTS:
                 target = response.getheader("Location")

@@ -1,6 +1,7 @@
 """podtools configure on its own (as a Kubernetes pod runs it, outside our sandbox): nothing is
-written through a symbolic link or outside the inputs, whatever is already there, and a file
-appears only once it is complete and checked."""
+written through a symbolic link or outside the inputs, whatever is already there, a file appears
+only once it is complete and checked, and with private hosts refused no lookup, redirect or
+rebinding name leads a fetch to this machine's own services."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from podtools import configure
 from podtools.configure import ProvisioningError, provision
+from tests.servers import public_network
 from tests.servers.http_files import FileServer
 
 DID = "did:op:" + "ab" * 32
@@ -132,3 +134,41 @@ def test_all_inputs_together_stay_under_the_engines_limit(files: FileServer, roo
 
 def test_the_command_line_answers_its_usage() -> None:
     assert configure.main(["configure"]) == 64
+
+
+# --- public hosts only: real lookups and redirects in a network of the test's own ------------------------
+
+
+@pytest.fixture(scope="module")
+def public_network_available() -> None:
+    reason = public_network.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+def test_a_public_host_is_fetched_from_the_address_that_was_checked(public_network_available: None) -> None:
+    outcome = public_network.run_scenario("public")
+    assert outcome["ok"], outcome
+    assert outcome["fetched"] == public_network.PUBLIC_BYTES.decode()
+    # Connected to the address, but the request names the host.
+    assert outcome["public_requests"] == [{"path": "/data.csv", "host": f"public.test:{outcome['port']}"}]
+
+
+@pytest.mark.parametrize("scenario", ["rebinding", "redirect to a rebinding name"])
+def test_a_name_that_rebinds_to_loopback_never_reaches_it(
+    public_network_available: None, scenario: str
+) -> None:
+    """The name answers 1.2.3.4 when it is checked and 127.0.0.1 when asked again: the fetch
+    connects to the address it checked, and looks the name up once."""
+    outcome = public_network.run_scenario(scenario)
+    assert outcome["private_requests"] == [], outcome
+    assert outcome["ok"] and outcome["fetched"] == public_network.PUBLIC_BYTES.decode(), outcome
+    assert outcome["lookups"]["rebind.test"] == 1
+
+
+def test_a_redirect_to_a_private_address_is_refused(public_network_available: None) -> None:
+    outcome = public_network.run_scenario("redirect to a private address")
+    assert not outcome["ok"]
+    assert "the host is not a public address; this engine fetches only from public hosts" in outcome["reason"]
+    assert outcome["private_requests"] == []
+    assert [seen["path"] for seen in outcome["public_requests"]] == ["/to-private"]

@@ -59,7 +59,10 @@ class Seen:
 
 
 class FileServer:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """On host:port (port 0: one the kernel picks); another host than 127.0.0.1 is for a test's
+        own network namespace (tests/servers/public_network.py)."""
+        self.host = host
         self.files: dict[str, Served] = {}
         self.seen: list[Seen] = []
         self.active = 0
@@ -83,7 +86,7 @@ class FileServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = http.server.ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
@@ -93,7 +96,7 @@ class FileServer:
         return int(self._server.server_address[1])
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
     def add(self, path: str, data: bytes | Path, **behaviour: object) -> str:
         self.files[path] = Served(data, **behaviour)  # type: ignore[arg-type]
