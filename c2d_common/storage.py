@@ -226,6 +226,13 @@ class StorageSettings:
         if bool(self.s3.access_key_id) != bool(self.s3.secret_access_key):
             raise ConfigError("set both C2D_S3_ACCESS_KEY_ID and C2D_S3_SECRET_ACCESS_KEY, or neither")
 
+    def input_limit(self, disk_bytes: int) -> int:
+        """All of one job's inputs together at most (podtools configure's max_input_bytes): the
+        job's environment's disk, or C2D_MAX_INPUT_BYTES when set and smaller; 0 for no limit.
+        Without it, an input of unknown size that never ends would fill the disk."""
+        limits = [limit for limit in (disk_bytes, self.max_input_bytes) if limit > 0]
+        return min(limits) if limits else 0
+
     def podtools_env(self) -> dict[str, str]:
         """The variables podtools read in their sandbox (or pod): the same names as ours."""
         s3 = self.s3

@@ -14,7 +14,8 @@ JOB_JSON (written by the engine):
      "allow_private_hosts": false,      http(s) inputs from loopback/private addresses too
      "parallel_fetches": 4,             files fetched at once
      "stall_seconds": 60,               a connection silent this long is broken (then resumed)
-     "max_input_bytes": 0}              all inputs together at most (0: no limit)
+     "max_input_bytes": 0}              all inputs together at most (0: no limit): the
+                                        environment's disk, or C2D_MAX_INPUT_BYTES if smaller
     FILE: {"url": "https://…" | "s3://bucket/key" | "ipfs://CID" | "file:///…",
            "sha256": "<hex>" (optional), "size": <bytes> (optional, 0: unknown),
            "method": "GET"|"POST" (http), "headers": {…} (http, the publisher's)}
@@ -34,7 +35,7 @@ import os
 import re
 import sys
 
-from podtools.fetch import FetchError, Options, fetch
+from podtools.fetch import FetchError, Options, fetch, inputs_too_large
 from podtools.resultfile import write_result
 from podtools.safepath import UnsafeName, open_folder, write_new
 
@@ -79,6 +80,10 @@ def provision(
     folders: list[int] = []
     try:
         tasks = _plan_tasks(plan, inputs, transformations, ddos, folders)
+        declared = sum(int(task.location.get("size") or 0) for task in tasks)
+        if options.max_total_bytes and declared > options.max_total_bytes:
+            # Known before a byte is fetched: fail at once rather than after filling the disk.
+            raise ProvisioningError("data", inputs_too_large(options.max_total_bytes))
         _fetch_all(tasks, options, int(plan.get("parallel_fetches") or 4))
         algorithm_fd = folders[0]
         try:

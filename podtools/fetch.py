@@ -69,9 +69,15 @@ class Options:
             self._total += size
             over = self._total > self.max_total_bytes
         if over:
-            raise FetchError(
-                f"the inputs are larger than this engine's limit of {self.max_total_bytes} bytes"
-            )
+            raise FetchError(inputs_too_large(self.max_total_bytes))
+
+
+def inputs_too_large(limit: int) -> str:
+    # The engine sends one number (the smaller of the two limits), so both are named.
+    return (
+        f"the inputs exceed {limit} bytes, the most this job may fetch: its environment's disk "
+        "(or this engine's C2D_MAX_INPUT_BYTES, if smaller)"
+    )
 
 
 class Body:

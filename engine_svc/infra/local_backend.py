@@ -538,7 +538,7 @@ class LocalBackend:
             "allow_private_hosts": self.settings.allow_private_input_hosts,
             "stall_seconds": self.storage.input_stall_seconds,
             "parallel_fetches": self.storage.input_parallel_fetches,
-            "max_input_bytes": self.storage.max_input_bytes,
+            "max_input_bytes": self.storage.input_limit(job.environment.disk_bytes),
         }
         return plan, sources, network, storage
 

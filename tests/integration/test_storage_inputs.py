@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from c2d.engine.v1 import request_response_pb2 as engine_pb
 from c2d.engine.v1 import service_pb2_grpc as engine_grpc
 from c2d_common.server import insecure_channel
 from c2d_common.status import JobStatus
+from engine_svc.config import DEFAULT_ENVIRONMENTS, EngineSettings
 from tests.conftest import requires_bwrap
 from tests.harness import CONSUMER, Suite
 from tests.integration import jobs
@@ -32,6 +34,7 @@ from tests.servers.storage_suite import storage_suite
 pytestmark = requires_bwrap
 
 TOKEN = "Bearer publisher-secret-7f3a9c"
+MiB = 1024 * 1024
 
 # Writes the sha256 of every input file it sees, by "<did>/<index>".
 REPORT_ALGORITHM = """
@@ -324,6 +327,44 @@ async def test_hostile_inputs_end_as_data_provisioning_failed(
         assert item["url"] not in job.status_text and "127.0.0.1" not in job.status_text
         assert not jobs.processes_mentioning(job.job_id)
         assert not (suite.root / "work" / job.job_id).exists()
+
+
+@pytest.mark.parametrize(
+    ("max_input_bytes", "limit"),
+    [("", 4 * MiB), (str(1 * MiB), 1 * MiB)],
+    ids=["the environment's disk", "C2D_MAX_INPUT_BYTES, smaller"],
+)
+async def test_inputs_of_unknown_size_stop_at_the_environment_s_disk(
+    tmp_path: Path, files: FileServer, max_input_bytes: str, limit: int
+) -> None:
+    """A body that never ends, with no size declared or announced: without a limit it would fill
+    the engine's disk until the configure timeout."""
+    small = replace(DEFAULT_ENVIRONMENTS[0], disk_bytes=4 * MiB)
+    settings = EngineSettings(environments=(small,), configure_timeout_seconds=30)
+    env = {"C2D_MAX_INPUT_BYTES": max_input_bytes} if max_input_bytes else {}
+    async with storage_suite(tmp_path / "suite", env, settings) as suite:
+        async with asyncio.timeout(60):
+            job = await run(suite, [[{"url": files.add("/endless", b"", endless=True)}]])
+        assert job.status == JobStatus.DATA_PROVISIONING_FAILED, job.status_text
+        assert (
+            f"the inputs exceed {limit} bytes, the most this job may fetch: its environment's disk"
+            in job.status_text
+        )
+        assert "the inputs exceed" in await system_log(suite, job.job_id)
+        assert not (suite.root / "work" / job.job_id).exists()
+
+
+async def test_declared_sizes_over_the_environment_s_disk_fail_before_any_fetch(
+    tmp_path: Path, files: FileServer
+) -> None:
+    small = replace(DEFAULT_ENVIRONMENTS[0], disk_bytes=4 * MiB)
+    data = os.urandom(3 * MiB)
+    items = [declared(files.add(f"/part{i}.bin", data), data) for i in range(2)]
+    async with storage_suite(tmp_path / "suite", {}, EngineSettings(environments=(small,))) as suite:
+        job = await run(suite, [items])
+        assert job.status == JobStatus.DATA_PROVISIONING_FAILED, job.status_text
+        assert f"the inputs exceed {4 * MiB} bytes" in job.status_text
+    assert not files.seen
 
 
 @pytest.mark.parametrize(

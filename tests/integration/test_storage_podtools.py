@@ -120,7 +120,7 @@ def test_all_inputs_together_stay_under_the_engines_limit(files: FileServer, roo
     job = plan(files.add("/a.bin", os.urandom(600_000)))
     job["datasets"][0]["files"].append({"url": files.add("/b.bin", os.urandom(600_000))})
     job["max_input_bytes"] = 1_000_000
-    with pytest.raises(ProvisioningError, match="larger than this engine's limit of 1000000 bytes"):
+    with pytest.raises(ProvisioningError, match="the inputs exceed 1000000 bytes, the most this job may"):
         run(roots, job)
     job["max_input_bytes"] = 1_200_000
     shutil.rmtree(roots["inputs"] / DID)

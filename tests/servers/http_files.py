@@ -1,6 +1,6 @@
 """An HTTP/1.1 file server on 127.0.0.1 (port 0) with byte ranges, ETags and If-Range, as real
 file hosts have them, plus the misbehaviours the hostile-input tests need: a connection that
-breaks or stalls mid-body, a required API token, a redirect to another host.
+breaks or stalls mid-body, a body that never ends, a required API token, a redirect to another host.
 
 Large files are sent with sendfile(2), so the server is not what limits a benchmark.
 """
@@ -38,6 +38,8 @@ class Served:
     ranges: bool = True
     # Transfer-Encoding: chunked, no Content-Length: the size is not announced.
     chunked: bool = False
+    # A chunked body that never ends (zeros, until the client goes away or the server closes).
+    endless: bool = False
 
     @property
     def size(self) -> int:
@@ -169,7 +171,7 @@ class FileServer:
             status = 206
         handler.send_response(status)
         handler.send_header("Content-Type", "application/octet-stream")
-        if served.chunked:
+        if served.chunked or served.endless:
             handler.send_header("Transfer-Encoding", "chunked")
         else:
             handler.send_header("Content-Length", str(end - start))
@@ -201,6 +203,11 @@ class FileServer:
     def _send(
         self, handler: http.server.BaseHTTPRequestHandler, served: Served, start: int, end: int
     ) -> None:
+        if served.endless:
+            piece = bytes(65536)
+            while not self._release.is_set():
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            return
         if served.chunked:
             data = served.data if isinstance(served.data, bytes) else served.data.read_bytes()
             for position in range(start, end, 65536):

@@ -93,6 +93,6 @@ def configure_plan(
         "allow_private_hosts": allow_private_hosts,
         "stall_seconds": storage.input_stall_seconds,
         "parallel_fetches": storage.input_parallel_fetches,
-        "max_input_bytes": storage.max_input_bytes,
+        "max_input_bytes": storage.input_limit(job.environment.disk_bytes),
     }
     return plan, needs_storage
