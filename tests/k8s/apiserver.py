@@ -11,13 +11,14 @@ resources a job uses are served by this class itself, closing kmock's gaps (see 
   the strict OpenAPI schema), 403 Forbidden from Pod Security admission ("restricted") in a
   namespace labelled for it;
 - labelSelector (=, ==, !=, exists, !exists, in, notin) and fieldSelector on list, watch and
-  deletecollection;
+  deletecollection (which answers the objects it deleted, as the real one does);
 - watch from a resourceVersion (the kept history is replayed), timeoutSeconds, bookmarks, and
   410 Gone for a version older than the kept history (compact() forgets it, as etcd does);
 - the pod log subresource (follow, tailLines, sinceSeconds, limitBytes), served from a log
   source (the test kubelet).
 
 Pods never change by themselves here: tests/k8s/kubelet.py runs them and writes their status.
+There is no garbage collector: deleting an owner leaves the objects whose ownerReferences name it.
 """
 
 from __future__ import annotations
@@ -284,6 +285,9 @@ class ApiServer(kmock.KubernetesEmulator):
     calls: list[tuple[str, str, dict[str, str]]] = attrs.field(factory=list, init=False)
     # Admission hooks a test may add: called with (route, object); raise ApiError to refuse.
     admission: list[Callable[[Route, dict[str, Any]], None]] = attrs.field(factory=list, init=False)
+    # Faults a test may inject: called with (verb, route) for every request RBAC allows, before
+    # it is served; raise ApiError to fail it (the API server or etcd having a bad moment).
+    faults: list[Callable[[str, Route], None]] = attrs.field(factory=list, init=False)
     storage_classes: set[str] = attrs.field(factory=lambda: {"standard"}, init=False)
     # RBAC as the client's ServiceAccount has it: a Role's namespace and rules (None: anything
     # goes). Every request it allows is recorded in rbac_used as (group, resource, verb).
@@ -410,7 +414,10 @@ class ApiServer(kmock.KubernetesEmulator):
             # Discovery, /version and unknown paths: kmock's own handling.
             return await super().__call__(raw_request)
         try:
-            self._authorize(raw_request, route)
+            verb = self._verb(raw_request, route)
+            self._authorize(verb, route)
+            for fault in self.faults:
+                fault(verb, route)
             return await self._serve(raw_request, route)
         except ApiError as exc:
             return aiohttp.web.json_response(_status(exc.code, exc.reason, exc.message), status=exc.code)
@@ -435,15 +442,18 @@ class ApiServer(kmock.KubernetesEmulator):
             "platform": "linux/amd64",
         }
 
-    def _authorize(self, raw: aiohttp.web.BaseRequest, route: Route) -> None:
+    @staticmethod
+    def _verb(raw: aiohttp.web.BaseRequest, route: Route) -> str:
+        """The request's verb, as RBAC names it."""
+        if raw.method == "GET":
+            return "get" if route.name else ("watch" if raw.query.get("watch") in ("true", "1") else "list")
+        if raw.method == "DELETE":
+            return "delete" if route.name else "deletecollection"
+        return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(raw.method, "")
+
+    def _authorize(self, verb: str, route: Route) -> None:
         if self.rbac is None:
             return
-        if raw.method == "GET":
-            verb = "get" if route.name else ("watch" if raw.query.get("watch") in ("true", "1") else "list")
-        else:
-            verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(raw.method, "")
-            if raw.method == "DELETE":
-                verb = "delete" if route.name else "deletecollection"
         resource = f"{route.plural}/{route.subresource}" if route.subresource else route.plural
         namespace, rules = self.rbac
         allowed = route.namespace == namespace and any(
@@ -627,10 +637,19 @@ class ApiServer(kmock.KubernetesEmulator):
         return _status(200, "", "", {"name": route.name, "kind": route.plural, "uid": obj["metadata"]["uid"]})
 
     def _delete_collection(self, route: Route, query: Any) -> dict[str, Any]:
+        """Answers the list of what it deleted, as a real API server does (for Secrets, their
+        data: deletecollection on Secrets is a right to read them)."""
         matches = self._matcher(query)
-        for key in [k for k, o in self.store.items() if self._in_scope(route, k) and matches(o)]:
+        deleted = [
             self.remove(*key)
-        return _status(200, "", "")
+            for key in sorted(k for k, o in self.store.items() if self._in_scope(route, k) and matches(o))
+        ]
+        return {
+            "apiVersion": route.api_version,
+            "kind": f"{route.kind}List",
+            "metadata": {"resourceVersion": str(self.revision)},
+            "items": [obj for obj in deleted if obj is not None],
+        }
 
     def _patch(self, route: Route, patch: dict[str, Any]) -> dict[str, Any]:
         assert route.name is not None

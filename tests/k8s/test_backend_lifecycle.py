@@ -352,3 +352,39 @@ async def test_a_pod_the_cluster_refuses_ends_the_job_as_a_system_error(
     assert seen.status is JobStatus.SYSTEM_ERROR, seen.statuses
     assert seen.final.status_text == "the cluster refused creating the job's Pod (HTTP 403 Forbidden)"
     assert cluster.labelled(job_id) == []
+
+
+async def test_a_clean_up_that_fails_half_way_keeps_the_anchor_until_the_sweep_finishes_it(
+    cluster: Cluster, inputs: tuple[Path, str]
+) -> None:
+    """The API server fails the deletion of the job's volume: the anchor stays (it is what the
+    sweep finds jobs by), and once the server is well again the same engine's sweep deletes the
+    rest, leaving the job's published results alone."""
+    folder, url = inputs
+    data = b"1\n2\n"
+    (folder / "data.txt").write_bytes(data)
+    failing = True
+    refused: list[str] = []
+
+    def etcd_timeout(verb: str, route: Route) -> None:
+        if failing and verb == "deletecollection" and route.plural == "persistentvolumeclaims":
+            refused.append(verb)
+            raise ApiError(500, "InternalError", "etcdserver: request timed out")
+
+    cluster.api.faults.append(etcd_timeout)
+    backend = backend_for(cluster, adopt_grace_seconds=1)
+    try:
+        job_id, seen = await run_job(make_runner(backend), job_spec(f"{url}/data.txt", SUMMARIZE, data=data))
+        assert seen.status is JobStatus.FINISHED, seen.statuses
+        assert refused
+        # What could be deleted is gone; the volume and the anchor are left, and found.
+        assert sorted(cluster.labelled(job_id)) == [
+            ("configmaps", f"c2d-{job_id}"),
+            ("persistentvolumeclaims", f"c2d-{job_id}-data"),
+        ]
+        assert await backend.orphans() == [job_id]
+        failing = False
+        await cluster.wait_until(lambda: not cluster.labelled(job_id), 15)
+    finally:
+        await backend.close()
+    assert (cluster.results_dir / job_id / "outputs/nested/count.txt").read_text() == "2"

@@ -1,9 +1,11 @@
 """deploy/: every manifest validates against the Kubernetes OpenAPI schemas, as written and as
 kustomize renders each overlay; the suite's own pods are as locked down as the jobs'; probes use
-the gRPC health service; the engine's rights stay those its Role lists."""
+the gRPC health service; the engine's Role holds in the jobs' namespace only and reads no Secret;
+the images' build context leaves out the bulk but nothing the Dockerfiles copy."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +19,8 @@ from tests.k8s.apiserver import restricted_violations
 from tests.k8s.cluster import engine_role_rules
 from tests.k8s.schemas import KUBERNETES_VERSION, LATEST_VERSION
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 OVERLAYS = sorted(p.name for p in (KUBERNETES / "overlays").iterdir() if p.is_dir())
 MANIFESTS = sorted(p for p in KUBERNETES.rglob("*.yaml") if p.name != "kustomization.yaml")
@@ -106,45 +109,91 @@ def test_the_engine_runs_the_kubernetes_backend_under_a_stable_name() -> None:
     assert provider["data"]["C2D_RESULTS_DIR"] == config["data"]["C2D_RESULTS_DIR"]
 
 
-def test_the_engines_role_is_namespaced_and_grants_only_what_the_backend_uses() -> None:
+def test_the_engines_role_is_namespaced_and_reads_no_secret() -> None:
     objects = rendered(OVERLAYS[0])
     assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     role = next(o for o in objects if o["kind"] == "Role")
     assert role["metadata"]["namespace"] == "c2d-jobs"
-    granted = {
-        (group, resource, verb)
-        for rule in engine_role_rules()
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
+    assert role["rules"] == engine_role_rules()
+    # That it grants exactly what the backend uses, no more and no less, is measured by running
+    # the backend under it: test_engine_rights.py. Whatever that finds, no right to read a
+    # Secret: deletecollection answers the deleted objects, data included.
+    secret_verbs = {
+        verb for rule in role["rules"] if "secrets" in rule["resources"] for verb in rule["verbs"]
     }
-    # The lifecycle tests run under exactly this Role (tests/k8s/cluster.py); a right added here
-    # must be one the backend needs, and this list says so.
-    assert granted == {
-        ("", "pods", "create"),
-        ("", "pods", "get"),
-        ("", "pods", "list"),
-        ("", "pods", "watch"),
-        ("", "pods", "delete"),
-        ("", "pods", "deletecollection"),
-        ("", "pods/log", "get"),
-        ("", "configmaps", "create"),
-        ("", "configmaps", "get"),
-        ("", "configmaps", "list"),
-        ("", "configmaps", "deletecollection"),
-        ("", "persistentvolumeclaims", "create"),
-        ("", "persistentvolumeclaims", "get"),
-        ("", "persistentvolumeclaims", "deletecollection"),
-        ("", "secrets", "create"),
-        ("", "secrets", "delete"),
-        ("", "secrets", "deletecollection"),
-        ("networking.k8s.io", "networkpolicies", "create"),
-        ("networking.k8s.io", "networkpolicies", "get"),
-        ("networking.k8s.io", "networkpolicies", "deletecollection"),
-    }
-    assert not [
-        verb for (_, resource, verb) in granted if resource == "secrets" and verb in ("get", "list", "watch")
-    ]
+    assert secret_verbs == {"create", "delete"}
+
+
+def dockerignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
+    """The root's .dockerignore as (excludes, pattern) rules, in order; the last that matches a
+    path (or one of its parents) decides, as Docker's builder does."""
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        excludes = not line.startswith("!")
+        pattern = line.lstrip("!").strip().lstrip("/").removeprefix("./").rstrip("/")
+        regex = ""
+        for part in re.split(r"(\*\*/?|\*|\?)", pattern):
+            if part.startswith("**"):
+                regex += "(.*/)?" if part.endswith("/") else ".*"
+            elif part == "*":
+                regex += "[^/]*"
+            elif part == "?":
+                regex += "[^/]"
+            else:
+                regex += re.escape(part)
+        rules.append((excludes, re.compile(regex)))
+    return rules
+
+
+def dockerignored(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for excludes, pattern in rules:
+        if any(pattern.fullmatch(candidate) for candidate in candidates):
+            excluded = excludes
+    return excluded
+
+
+def copied_sources(dockerfile: Path) -> list[str]:
+    """What a Dockerfile COPYs from the build context."""
+    sources = []
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if not words or words[0].upper() != "COPY":
+            continue
+        arguments = words[1:]
+        if any(a.startswith("--from") for a in arguments):
+            continue
+        sources += [a.rstrip("/") for a in arguments if not a.startswith("--")][:-1]
+    return sources
+
+
+def test_the_docker_context_leaves_out_the_bulk_and_keeps_what_the_dockerfiles_copy() -> None:
+    rules = dockerignore_patterns()
+    for bulk in (
+        ".git",
+        ".venv",
+        "node_modules",
+        "c2d-state",
+        "c2d_suite.egg-info",
+        "engine_svc/__pycache__",
+    ):
+        assert dockerignored(bulk, rules), bulk
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    for dockerfile in (DEPLOY / "Dockerfile", DEPLOY / "podtools.Dockerfile"):
+        sources = copied_sources(dockerfile)
+        assert sources, dockerfile
+        for source in sources:
+            files = [f for f in tracked if f == source or f.startswith(source + "/")]
+            assert files, f"{dockerfile.name} copies {source}, which the repository lacks"
+            excluded = [f for f in files if dockerignored(f, rules)]
+            assert not excluded, f"{dockerfile.name} copies {source}, but .dockerignore leaves out {excluded}"
 
 
 def test_the_dockerfiles_build_what_the_manifests_run() -> None:

@@ -215,6 +215,9 @@ class KubernetesBackend:
         self._active: set[str] = set()
         self._killed: set[str] = set()
         self._deleting: dict[str, asyncio.Task[None]] = {}
+        # Jobs that ended with their results published whose clean-up has not succeeded yet: the
+        # sweep that retries it leaves their results alone.
+        self._results_kept: set[str] = set()
         self._detached = False
 
     # --- life cycle -------------------------------------------------------------------------------
@@ -286,18 +289,15 @@ class KubernetesBackend:
         kind = manifest["kind"]
         name = manifest["metadata"]["name"]
         ns = self.settings.namespace
+        # Read back on 409 only what the engine goes on with: the anchor (its uid is every other
+        # object's owner) and a pod (the watcher's first view of it). A Secret, a claim or a
+        # policy that exists already is the one this job made; the Role grants no read of them.
         operations: dict[str, tuple[Any, Any]] = {
             "ConfigMap": (self.core.create_namespaced_config_map, self.core.read_namespaced_config_map),
             "Secret": (self.core.create_namespaced_secret, None),
-            "PersistentVolumeClaim": (
-                self.core.create_namespaced_persistent_volume_claim,
-                self.core.read_namespaced_persistent_volume_claim,
-            ),
+            "PersistentVolumeClaim": (self.core.create_namespaced_persistent_volume_claim, None),
             "Pod": (self.core.create_namespaced_pod, self.core.read_namespaced_pod),
-            "NetworkPolicy": (
-                self.networking.create_namespaced_network_policy,
-                self.networking.read_namespaced_network_policy,
-            ),
+            "NetworkPolicy": (self.networking.create_namespaced_network_policy, None),
         }
         create, read = operations[kind]
         model = getattr(client, {"NetworkPolicy": "V1NetworkPolicy"}.get(kind, f"V1{kind}"))
@@ -307,7 +307,7 @@ class KubernetesBackend:
             except ApiException as exc:
                 if exc.status != 409:
                     raise self._api_error(f"creating the job's {kind}", exc) from exc
-            if read is None:  # a Secret is never read back: the engine has no right to
+            if read is None:
                 return None
             return await read(name, ns)
         except _UNREACHABLE as exc:
@@ -702,9 +702,12 @@ class KubernetesBackend:
     async def delete_job_files(self, job_id: str, *, keep_results: bool) -> None:
         if self._detached:
             return
+        if keep_results:
+            self._results_kept.add(job_id)
         try:
             if self._api is not None:
                 await self._delete_objects(job_id)
+            self._results_kept.discard(job_id)
             if not keep_results:
                 await self._delete_results(job_id)
         finally:
@@ -713,34 +716,53 @@ class KubernetesBackend:
             self._active.discard(job_id)
 
     async def _delete_objects(self, job_id: str) -> None:
-        """Everything the job created, found by its labels: pods first, the anchor last (so a
-        failure half-way leaves the anchor for the sweep to find)."""
+        """Everything the job created: pods first, the anchor last, and the anchor only once all
+        the rest is gone. After a failure half-way the anchor stays, so that orphans() (which
+        finds jobs by their anchors) finds the job again and the sweep retries; on a real
+        cluster the owner references would also let the garbage collector take what is left.
+
+        Pods, policies and the volume go by the job's labels; the Secrets by their names (the
+        engine knows the two it may have made): a deletecollection answers the objects it
+        deleted, Secrets' data included, and the engine must never read a Secret."""
         ns = self.settings.namespace
         selector = job_selector(self.settings.engine_id, job_id)
         core, networking = self.core, self.networking
+
+        def delete_secret(part: str) -> Callable[[], Awaitable[Any]]:
+            return lambda: core.delete_namespaced_secret(object_name(job_id, part), ns)
+
         deletions: list[Callable[[], Awaitable[Any]]] = [
             lambda: core.delete_collection_namespaced_pod(
                 ns, label_selector=selector, grace_period_seconds=0
             ),
             lambda: networking.delete_collection_namespaced_network_policy(ns, label_selector=selector),
-            lambda: core.delete_collection_namespaced_secret(ns, label_selector=selector),
+            delete_secret(CONFIGURE),
+            delete_secret(PUBLISH),
             lambda: core.delete_collection_namespaced_persistent_volume_claim(ns, label_selector=selector),
-            lambda: core.delete_collection_namespaced_config_map(ns, label_selector=selector),
         ]
-        failures = []
+        failures: list[object] = []
         assert self.watcher is not None
         for phase_name in (CONFIGURE, ALGORITHM, PUBLISH):
             await self.watcher.forget(object_name(job_id, phase_name))
         for delete in deletions:
-            try:
-                await delete()
-            except ApiException as exc:
-                failures.append(exc.status)
-            except _UNREACHABLE as exc:
-                failures.append(repr(exc))
+            await self._try_delete(delete, failures)
+        if not failures:
+            await self._try_delete(
+                lambda: core.delete_collection_namespaced_config_map(ns, label_selector=selector), failures
+            )
         if failures:
             log.warning("the job's clean-up was incomplete; the sweep will retry", statuses=failures)
             raise BackendError("the job's resources could not all be deleted")
+
+    @staticmethod
+    async def _try_delete(delete: Callable[[], Awaitable[Any]], failures: list[object]) -> None:
+        try:
+            await delete()
+        except ApiException as exc:
+            if exc.status != 404:  # gone already (a Secret deleted earlier, or never made)
+                failures.append(exc.status)
+        except _UNREACHABLE as exc:
+            failures.append(repr(exc))
 
     async def _delete_quietly(self, kind: str, name: str) -> None:
         ns = self.settings.namespace
@@ -756,7 +778,8 @@ class KubernetesBackend:
     # --- orphans ----------------------------------------------------------------------------------
 
     async def orphans(self) -> list[str]:
-        """Jobs this engine has objects of (by their anchors and pods) that no phase has claimed."""
+        """Jobs this engine has objects of (by their anchors and pods) that no phase has claimed.
+        A job's anchor is the last of its objects to go, so a job with anything left is found."""
         listed = await self.core.list_namespaced_config_map(
             self.settings.namespace, label_selector=job_selector(self.settings.engine_id)
         )
@@ -788,7 +811,10 @@ class KubernetesBackend:
 
     async def _delete_orphan(self, job_id: str) -> None:
         await self._delete_objects(job_id)
-        await self._delete_results(job_id)
+        if job_id in self._results_kept:  # a finished job's clean-up, retried
+            self._results_kept.discard(job_id)
+        else:
+            await self._delete_results(job_id)
 
     async def _delete_results(self, job_id: str) -> None:
         """What a job that did not finish publishing left in the result store. Bounded for a
