@@ -27,12 +27,3 @@ def inputs(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     folder.mkdir()
     with serving(folder) as url:
         yield folder, url
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Also belongs in pyproject.toml's markers; registered here so that the opt-in tests' marker
-    # is known wherever these tests run.
-    config.addinivalue_line(
-        "markers",
-        "k8s_cluster: needs a real Kubernetes cluster (KUBECONFIG); see tests/k8s/test_real_cluster.py",
-    )

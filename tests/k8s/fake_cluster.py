@@ -3,7 +3,7 @@ over HTTP, and a kubeconfig for them. It lets the opt-in real-cluster tests (and
 about the backend) run on a machine without Kubernetes:
 
     .venv/bin/python -m tests.k8s.fake_cluster /tmp/fake-cluster &
-    KUBECONFIG=/tmp/fake-cluster/kubeconfig C2D_TEST_ALLOW_PRIVATE_INPUTS=1 \\
+    C2D_TEST_K8S_CLUSTER=1 KUBECONFIG=/tmp/fake-cluster/kubeconfig C2D_TEST_ALLOW_PRIVATE_INPUTS=1 \\
       C2D_TEST_DATASET_URL=$(cat /tmp/fake-cluster/dataset-url) C2D_TEST_OOM=1 C2D_TEST_NETWORK_POLICIES=1 \\
       .venv/bin/pytest -m k8s_cluster tests/k8s
 

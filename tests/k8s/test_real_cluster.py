@@ -1,9 +1,12 @@
-"""The Kubernetes backend on a real cluster (kind, k3s, minikube or a cloud cluster). Opt-in:
+"""The Kubernetes backend on a real cluster (kind, k3s, minikube or a cloud cluster). Opt-in, and
+explicitly so: a KUBECONFIG alone is not enough (a developer's may point at a cluster that
+matters, and `make test` must never create objects there). They run only with
+C2D_TEST_K8S_CLUSTER=1, on the cluster of $KUBECONFIG (else ~/.kube/config):
 
     kind create cluster                                   # or any cluster; its kubeconfig
     docker build -f deploy/podtools.Dockerfile -t c2d-podtools:test .
     kind load docker-image c2d-podtools:test              # k3s: k3s ctr images import; or push it
-    KUBECONFIG=$HOME/.kube/config .venv/bin/pytest -m k8s_cluster tests/k8s -v
+    C2D_TEST_K8S_CLUSTER=1 KUBECONFIG=$HOME/.kube/config .venv/bin/pytest -m k8s_cluster tests/k8s -v
 
 Each test works in a namespace of its own (created and deleted; the kubeconfig's user needs the
 right to), enforcing Pod Security "restricted". Inputs come from the internet
@@ -37,7 +40,8 @@ from tests.k8s.jobs import SMALL, follow, job_spec, make_runner, run_job, start
 pytestmark = [
     pytest.mark.k8s_cluster,
     pytest.mark.skipif(
-        not os.environ.get("KUBECONFIG"), reason="no KUBECONFIG: the real-cluster tests are opt-in"
+        os.environ.get("C2D_TEST_K8S_CLUSTER") != "1",
+        reason="opt-in: set C2D_TEST_K8S_CLUSTER=1 to create objects on the cluster of $KUBECONFIG",
     ),
 ]
 
