@@ -35,10 +35,24 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _CID = re.compile(r"[A-Za-z0-9]{10,128}")
 # A path below a CID: plain segments, none of them "." or "..".
 _IPFS_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%-]{1,255}")
+# What follows an S3 result store's prefix in the key of a job's output, as podtools publish
+# stores it: <job id>/<publish id>/outputs/<name, percent-encoded>. The publish id is random and
+# only the suite ever learns it (see podtools/publish.py's S3Store).
+_S3_RESULT_OUTPUT = re.compile(r"[0-9a-f]{32}/[0-9a-f]{32}/outputs/[A-Za-z0-9._~%-]+(?:/[A-Za-z0-9._~%-]+)*")
 
 
 class StorageRefused(ValueError):
     """A location this suite will not read or write; the message names no location."""
+
+
+def split_s3_location(location: str) -> tuple[str, str]:
+    """(bucket, key) of s3://bucket/key, the key taken whole. Not urlparse: it would end the key
+    at a "#" or "?", and result locations stored before names were percent-encoded in keys hold
+    them as they are (podtools read s3:// inputs the same way)."""
+    if not location.startswith("s3://"):
+        return "", ""
+    bucket, _, key = location[len("s3://") :].partition("/")
+    return bucket, key
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,8 @@ class ResultStoreTarget:
                 raise ConfigError(f"C2D_RESULT_STORE={raw!r}: the MFS folder has an empty, . or .. segment")
             return cls("ipfs", prefix=folder)
         parsed = urlparse(raw)
+        if parsed.scheme == "s3" and (parsed.query or parsed.fragment or raw.endswith(("?", "#"))):
+            raise ConfigError(f"C2D_RESULT_STORE={raw!r}: the prefix may not hold ? or #")
         if parsed.scheme == "s3" and _BUCKET.fullmatch(parsed.netloc or ""):
             prefix = parsed.path.strip("/")
             if prefix and not _plain_path(prefix):
@@ -154,15 +170,10 @@ class ResultStoreTarget:
 
     def holds(self, location: str) -> bool:
         """Whether a result location lies in this store (an S3 store: under its prefix)."""
-        parsed = urlparse(location)
         if self.kind == "s3":
-            key = parsed.path.lstrip("/")
-            return (
-                parsed.scheme == "s3"
-                and parsed.netloc == self.bucket
-                and key.startswith(self.prefix)
-                and ".." not in key.split("/")
-            )
+            bucket, key = split_s3_location(location)
+            return bucket == self.bucket and key.startswith(self.prefix) and ".." not in key.split("/")
+        parsed = urlparse(location)
         if self.kind == "ipfs":
             return parsed.scheme == "ipfs" and bool(_CID.fullmatch(parsed.netloc)) and parsed.path == ""
         return parsed.scheme == "file"
@@ -254,7 +265,22 @@ class StorageSettings:
     # --- input locations --------------------------------------------------------------------------
 
     def check_s3_input(self, url: str) -> tuple[str, str]:
-        """(bucket, key) of an s3:// input this suite may read, or StorageRefused."""
+        """(bucket, key) of an s3:// input this suite may read, or StorageRefused.
+
+        The result store holds every job's results: an input may name it only at a job's output
+        stored by podtools publish, under its random publish id, which only the provider's own
+        result assets can know (locations never reach consumers), whatever C2D_S3_INPUT_BUCKETS
+        says (as file:// inputs may name the local result store, c2d_common/file_urls.py)."""
+        store = self.result_store
+        bucket, key = split_s3_location(url)
+        if store.kind == "s3" and bucket == store.bucket:
+            if not _plain_path(key):
+                # "./", "../" or "//" could be normalised into the store's prefix on the way.
+                raise StorageRefused("an s3:// key in the result store's bucket must be a plain path")
+            if key.startswith(store.prefix):
+                if _S3_RESULT_OUTPUT.fullmatch(key[len(store.prefix) :]):
+                    return bucket, key
+                raise StorageRefused("s3:// inputs may not name the result store")
         parsed = urlparse(url)
         bucket, key = parsed.netloc, parsed.path.lstrip("/")
         if not _BUCKET.fullmatch(bucket) or not key or parsed.query or parsed.fragment:
@@ -264,10 +290,6 @@ class StorageSettings:
             raise StorageRefused("this provider serves no s3:// data (C2D_S3_INPUT_BUCKETS is not set)")
         if "*" not in allowed and bucket not in allowed:
             raise StorageRefused("s3:// inputs must come from the buckets in C2D_S3_INPUT_BUCKETS")
-        store = self.result_store
-        if store.kind == "s3" and bucket == store.bucket and key.startswith(store.prefix):
-            # Other jobs' results are there.
-            raise StorageRefused("s3:// inputs may not name the result store")
         return bucket, key
 
     def check_ipfs_input(self, url: str) -> str:

@@ -4,8 +4,10 @@ Usage: python -m podtools.publish RESULT_JSON [--store STORE] [--quota BYTES] [-
 
     --store STORE   where the results go:
                       a folder (default /results)   FOLDER/outputs/NAME, FOLDER/logs/NAME
-                      s3://BUCKET/PREFIX            objects PREFIX/outputs/NAME, PREFIX/logs/NAME
-                                                    (multipart above C2D_S3_PART_BYTES)
+                      s3://BUCKET/PREFIX            objects PREFIX/ID/outputs/NAME, PREFIX/ID/logs/NAME
+                                                    (ID random for each publish, NAME
+                                                    percent-encoded; multipart above
+                                                    C2D_S3_PART_BYTES)
                       ipfs:MFS_FOLDER               added through the node's RPC API, kept in its
                                                     MFS at MFS_FOLDER/outputs/NAME, …
                     S3 and IPFS settings come from C2D_S3_* and C2D_IPFS_* (docs/storage.md).
@@ -83,21 +85,36 @@ class FolderStore:
 
 
 class S3Store:
+    """Objects PREFIX/<publish id>/{outputs,logs}/NAME, NAME percent-encoded.
+
+    The publish id, random and new for every publish, makes a result's location as secret as the
+    result: only the suite learns it (consumers never see locations), so the engine may read a
+    location under it as a result asset's input, while any other key of the store, and any key a
+    consumer could derive from a job id, stays refused (c2d_common.storage.check_s3_input).
+
+    Names are percent-encoded (all but letters, digits, "-._~" and "/"), so the location
+    s3://BUCKET/KEY is a plain URL: `#`, `?`, `%`, spaces or non-ASCII in a name cannot make a
+    reader of the location take another key (urlparse stops a path at "#" and "?").
+    """
+
     def __init__(self, url: str):
+        import secrets
+
         from podtools import s3
 
         self.bucket, prefix = s3.split(url)
-        self.prefix = prefix.strip("/")
+        self.prefix = "/".join(part for part in (prefix.strip("/"), secrets.token_hex(16)) if part)
         self.stored: list[str] = []
 
     def put(self, fd: int, size: int, key: str) -> tuple[dict, str]:
         import threading
+        from urllib.parse import quote
 
         from boto3.s3.transfer import TransferConfig
 
         from podtools import s3
 
-        object_key = f"{self.prefix}/{key}" if self.prefix else key
+        object_key = f"{self.prefix}/{quote(key, safe='/')}"
         part = s3.part_bytes()
         config = TransferConfig(
             multipart_threshold=part,

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlparse
 
 from c2d_common.errors import FailedPrecondition, Unavailable
-from c2d_common.storage import StorageSettings
+from c2d_common.storage import StorageSettings, split_s3_location
 
 CHUNK_BYTES = 1024 * 1024
 READ_AHEAD = 4
@@ -72,10 +72,12 @@ class ResultStore:
         store = self.storage.result_store
         if store.kind != "s3" or not store.holds(location):
             raise FailedPrecondition("the result is stored outside this provider's result store")
-        parsed = urlparse(location)
+        # The key whole (not urlparse's path, which ends at "#" or "?"): podtools percent-encode
+        # names in keys, and locations stored before they did hold names as they are.
+        bucket, key = split_s3_location(location)
         if self._s3_client is None:
             self._s3_client = await asyncio.to_thread(self.storage.s3.client)
-        arguments: dict[str, Any] = {"Bucket": parsed.netloc, "Key": parsed.path.lstrip("/")}
+        arguments: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if offset:
             arguments["Range"] = f"bytes={offset}-"
         try:

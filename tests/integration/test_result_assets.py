@@ -1,5 +1,7 @@
 """Result assets (the seed's "creation of new assets"): a finished job's outputs published as a new
-dataset owned by the consumer, whose files are the stored results, usable as input to later jobs."""
+dataset owned by the consumer, whose files are the stored results, usable as input to later jobs,
+from the local result store, S3 (moto's server) or IPFS (a js-ipfs node); a publisher's DDO still
+reads nothing of the result store."""
 
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ from c2d_common.status import JobStatus
 from tests.conftest import requires_bwrap
 from tests.harness import CONSUMER, OTHER_CONSUMER, Suite, running_suite
 from tests.integration import jobs
+from tests.servers.ipfs import shared_ipfs_node, unavailable_reason
+from tests.servers.s3 import S3Server, shared_s3_server
+from tests.servers.storage_suite import storage_suite
 
 pytestmark = [requires_bwrap, pytest.mark.sandbox, pytest.mark.asyncio(loop_scope="module")]
 
@@ -140,3 +145,75 @@ async def test_a_publisher_still_cannot_name_the_result_store_in_a_ddo(suite: Su
     stolen = next((suite.root / "results").rglob("first.txt"))
     code, details = await _code(jobs.publish_dataset(suite, [jobs.url_entry(stolen.as_uri())]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "file://" in details
+
+
+# --- result assets in a remote result store -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3() -> S3Server:
+    return shared_s3_server()
+
+
+def _store_env(store: str, s3: S3Server) -> dict[str, str]:
+    if store == "s3":
+        # No C2D_S3_INPUT_BUCKETS: a result asset needs none, as a local one needs no file:// roots.
+        return s3.env(C2D_RESULT_STORE=f"s3://{s3.bucket('c2d-asset-results')}/results")
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    return {**shared_ipfs_node().env(), "C2D_RESULT_STORE": "ipfs"}
+
+
+async def _finished_in(suite: Suite, tmp_path: Path, code: str = PRODUCER) -> str:
+    (tmp_path / "d.csv").write_text("x\n1\n")
+    did = await jobs.publish_dataset(suite, [tmp_path / "d.csv"])
+    job = await jobs.wait_terminal(suite, (await jobs.start_raw(suite, [did], code)).job_id)
+    assert job.status == JobStatus.FINISHED, job.status_text
+    return job.job_id
+
+
+@pytest.mark.parametrize("store", ["s3", "ipfs"])
+async def test_results_in_a_remote_store_become_an_asset_a_later_job_reads(
+    tmp_path: Path, s3: S3Server, store: str
+) -> None:
+    producer = PRODUCER + "open('/data/outputs/odd #1?.txt', 'w').write('odd name\\n')\n"
+    async with storage_suite(tmp_path / "suite", _store_env(store, s3)) as suite:
+        finished_job = await _finished_in(suite, tmp_path, producer)
+        did = await _publish(suite, finished_job, compute={"allowRawAlgorithm": True})
+        job = await jobs.wait_terminal(suite, (await jobs.start_raw(suite, [did], READER)).job_id)
+        assert job.status == JobStatus.FINISHED, job.status_text
+        _, data = await jobs.download(suite, job.job_id, "seen.json", jobs.OUTPUT)
+        produced = {
+            r.name: r.sha256
+            for r in (await jobs.details(suite, finished_job)).job.results
+            if r.kind == jobs.OUTPUT
+        }
+        assert len(produced) == 3
+        assert sorted(json.loads(data).values()) == sorted(produced.values())
+
+
+async def test_a_publisher_s_ddo_cannot_read_the_s3_result_store(tmp_path: Path, s3: S3Server) -> None:
+    """Only the provider's own result assets know where results are (a random publish id in the
+    key). A job id is no secret (a result asset's DDO shows it), so a key made from it, a log's
+    real location, a wrong publish id or a dotted path all read nothing, even with every bucket
+    allowed as input."""
+    bucket = s3.bucket("c2d-guarded-results")
+    env = s3.env(C2D_RESULT_STORE=f"s3://{bucket}/results", C2D_S3_INPUT_BUCKETS="*")
+    async with storage_suite(tmp_path / "suite", env) as suite:
+        finished_job = await _finished_in(suite, tmp_path)
+        record = await suite.registry.get(finished_job)
+        real = {r.name: r.location for r in record.results}
+        output, log = real["first.txt"], real["algorithm.stdout.log"]
+        attempts = {
+            f"s3://{bucket}/results/{finished_job}/outputs/first.txt": "may not name the result store",
+            log: "may not name the result store",
+            output.replace(output.split("/")[-3], "0" * 32): "the object does not exist",
+            f"s3://{bucket}/./results/{finished_job}/outputs/first.txt": "must be a plain path",
+        }
+        for url, expected in attempts.items():
+            did = await jobs.publish_dataset(suite, [{"type": "s3", "url": url}])
+            job = await jobs.wait_terminal(suite, (await jobs.start_raw(suite, [did], READER)).job_id)
+            assert job.status == JobStatus.DATA_PROVISIONING_FAILED, (url, job.status_text)
+            assert expected in job.status_text, (url, job.status_text)
+            assert finished_job not in job.status_text

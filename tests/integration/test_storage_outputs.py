@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -124,13 +125,18 @@ async def test_results_go_to_s3_and_come_back_through_get_result(
         job = await run(suite, data_file, WRITE_OUTPUTS)
         await check_results_and_get_result(suite, job)
         where = await locations(suite, job.job_id)
-        prefix = f"jobs/v1/{job.job_id}/"
+        # Under the job's folder, in a folder named by a random id of this publish.
+        publish_id = where["output:summary.txt"].split("/")[-3]
+        assert re.fullmatch(r"[0-9a-f]{32}", publish_id)
+        prefix = f"jobs/v1/{job.job_id}/{publish_id}/"
         assert where["output:tables/2026/rows.csv"] == f"s3://{bucket}/{prefix}outputs/tables/2026/rows.csv"
         assert (
             where["log:algorithm-logs/progress.log"]
             == f"s3://{bucket}/{prefix}logs/algorithm-logs/progress.log"
         )
-        assert set(s3.keys(bucket, prefix)) == {loc.removeprefix(f"s3://{bucket}/") for loc in where.values()}
+        assert set(s3.keys(bucket, f"jobs/v1/{job.job_id}/")) == {
+            loc.removeprefix(f"s3://{bucket}/") for loc in where.values()
+        }
         client = s3.client()
         large = client.get_object(Bucket=bucket, Key=f"{prefix}outputs/large.bin")
         assert large["Body"].read() == EXPECTED_OUTPUTS["large.bin"]
@@ -190,6 +196,66 @@ async def test_results_in_s3_the_provider_may_not_read(tmp_path: Path, s3: S3Ser
             with pytest.raises(FailedPrecondition, match="outside this provider's result store"):
                 async for _ in store.read(location, 0):
                     pass
+
+
+# Names a location could be misread at: "#" and "?" end a URL's path, "%" starts an escape.
+ODD_NAMES = {
+    "a": b"the file named a\n",
+    "a#b": b"not a's bytes\n",
+    "q?x": b"a query is not a name\n",
+    "100%": b"percent\n",
+    "%41": b"not A\n",
+    "A": b"A\n",
+    "with space.txt": b"spaced\n",
+    "caf\u00e9/\u65e5\u672c \u00fc.txt": "unicod\u00e9\n".encode(),
+}
+WRITE_ODD_NAMES = f"""
+import os
+for name, data in {ODD_NAMES!r}.items():
+    os.makedirs(os.path.dirname("/data/outputs/" + name) or "/data/outputs", exist_ok=True)
+    open("/data/outputs/" + name, "wb").write(data)
+"""
+
+
+@pytest.mark.parametrize("store", ["s3", "local"])
+async def test_output_names_with_url_characters_come_back_as_they_are(
+    tmp_path: Path, s3: S3Server, data_file: Path, store: str
+) -> None:
+    """Each output comes back by its own name with its own bytes (not a's for "a#b", not
+    "missing" for "q?x"), whatever characters its name holds."""
+    bucket = s3.bucket("c2d-odd-names")
+    env = s3.env(C2D_RESULT_STORE=f"s3://{bucket}/jobs") if store == "s3" else {}
+    async with storage_suite(tmp_path / "suite", env) as suite:
+        job = await run(suite, data_file, WRITE_ODD_NAMES)
+        assert job.status == JobStatus.FINISHED, job.status_text
+        outputs = jobs.results_by_name(job, jobs.OUTPUT)
+        assert set(outputs) == set(ODD_NAMES)
+        for name, data in ODD_NAMES.items():
+            shown, got = await jobs.download(suite, job.job_id, name, jobs.OUTPUT)
+            assert got == data, name
+            assert shown.sha256 == outputs[name].sha256 == hashlib.sha256(data).hexdigest()
+            _, rest = await jobs.download(suite, job.job_id, name, jobs.OUTPUT, offset=2)
+            assert rest == data[2:], name
+        if store == "s3":
+            # The names are percent-encoded in the keys: each location is a plain URL.
+            for name, location in (await locations(suite, job.job_id)).items():
+                assert re.fullmatch(r"s3://[a-z0-9.-]+/[A-Za-z0-9._~%/-]+", location), (name, location)
+
+
+async def test_locations_stored_before_names_were_encoded_are_still_read(
+    tmp_path: Path, s3: S3Server
+) -> None:
+    """A location recorded by an older podtools names the key as it is, "#" and "?" included."""
+    bucket = s3.bucket("c2d-old-locations")
+    client = s3.client()
+    job_id = "0f" * 16
+    for name, data in (("a", b"a's bytes"), ("a#b", b"a#b's bytes"), ("q?x", b"q?x's bytes")):
+        client.put_object(Bucket=bucket, Key=f"jobs/{job_id}/outputs/{name}", Body=data)
+    with storage_environment(s3.env(C2D_RESULT_STORE=f"s3://{bucket}/jobs")) as settings:
+        store = ResultStore(tmp_path / "results", settings)
+        for name in ("a#b", "q?x", "a"):
+            pieces = [data async for _, data in store.read(f"s3://{bucket}/jobs/{job_id}/outputs/{name}", 0)]
+            assert b"".join(pieces) == f"{name}'s bytes".encode()
 
 
 # --- IPFS -----------------------------------------------------------------------------------------------
@@ -268,7 +334,7 @@ async def test_an_output_too_large_for_its_environment_publishes_only_the_logs_i
         assert not jobs.results_by_name(job, jobs.OUTPUT)
         assert jobs.results_by_name(job, jobs.LOG)
         keys = s3.keys(bucket, job.job_id)
-        assert keys and all(key.startswith(f"{job.job_id}/logs/") for key in keys)
+        assert keys and all(re.match(rf"{job.job_id}/[0-9a-f]{{32}}/logs/", key) for key in keys)
 
 
 # --- nothing half-published ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ travel only in the job's Secrets, to the pods that use them."""
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -54,9 +55,11 @@ async def test_inputs_from_s3_and_results_to_an_s3_store(cluster: Cluster, tmp_p
         await backend.close()
     assert seen.status is JobStatus.FINISHED, seen.statuses
     count = next(r for r in seen.final.results if r.name == "count.txt")
-    assert count.location == f"s3://{results}/c2d/{job_id}/outputs/count.txt"
+    # Under the job's folder and a random id of this publish (podtools/publish.py's S3Store).
+    key = count.location.removeprefix(f"s3://{results}/")
+    assert re.fullmatch(rf"c2d/{job_id}/[0-9a-f]{{32}}/outputs/count\.txt", key), count.location
     assert count.sha256 == hashlib.sha256(b"4").hexdigest()
-    assert f"c2d/{job_id}/outputs/count.txt" in s3.keys(results, f"c2d/{job_id}/")
+    assert key in s3.keys(results, f"c2d/{job_id}/")
     # A Secret for each podtools pod (each with the store's credentials), none for the algorithm.
     secrets = [p for m, p, _ in cluster.api.calls if m == "POST" and p.endswith("/secrets")]
     assert len(secrets) == 2
