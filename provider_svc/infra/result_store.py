@@ -4,13 +4,15 @@ offset through Kubo's RPC API, or a ranged GET on a gateway).
 
 Only locations inside this provider's own result store are read: under its local root, under its
 S3 bucket and prefix (C2D_RESULT_STORE), or plain CIDs through its IPFS node. A store that cannot
-be reached answers UNAVAILABLE, so the client retries and resumes at the offset it has.
+be reached or read (a disk error) answers UNAVAILABLE, so the client retries and resumes at the
+offset it has; a file that is missing or that the provider may not read, FAILED_PRECONDITION.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -57,11 +59,14 @@ class ResultStore:
         path = self._path(location)
         try:
             handle = await asyncio.to_thread(path.open, "rb")
-        except FileNotFoundError:
-            raise FailedPrecondition("the result file is missing from the result store") from None
+        except OSError as exc:
+            raise _file_error(exc) from None
         try:
-            handle.seek(offset)
-            async for piece in _pieces(handle.read, offset):
+            try:
+                handle.seek(offset)
+            except OSError as exc:
+                raise _file_error(exc) from None
+            async for piece in _pieces(handle.read, offset, _file_error):
                 yield piece
         finally:
             handle.close()
@@ -169,6 +174,24 @@ async def _pieces(
         room.release()
         # Before the caller closes what is read: the reader is between reads within a read's time.
         await asyncio.to_thread(thread.join, 10)
+
+
+def _file_error(exc: Exception) -> Exception:
+    """What a consumer is told when the local store fails: the file is gone or cannot be read as
+    it is (FAILED_PRECONDITION: retrying changes nothing until the operator acts), or the disk
+    failed (UNAVAILABLE: a retry resumes at the offset it has). Never the path."""
+    if isinstance(exc, FileNotFoundError | NotADirectoryError):
+        return FailedPrecondition("the result file is missing from the result store")
+    if isinstance(exc, PermissionError):
+        return FailedPrecondition(
+            "this provider may not read the result file (permission denied in its result store)"
+        )
+    if isinstance(exc, IsADirectoryError):
+        return FailedPrecondition("the result in the result store is not a file")
+    if isinstance(exc, OSError):
+        reason = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+        return Unavailable(f"the result store cannot be read ({reason}); try again")
+    return exc  # not the store's failure but ours: left as it is (INTERNAL)
 
 
 def _s3_error(exc: Exception, code: str) -> Exception:
