@@ -27,6 +27,10 @@ class ServiceFailedToStart(Exception):
     pass
 
 
+class ServiceAlreadyExited(Exception):
+    """A service meant to be killed had died on its own: a crash the caller must not overlook."""
+
+
 @dataclass
 class LocalSuite:
     state_dir: Path
@@ -158,10 +162,17 @@ async def start_local_suite(
 
 async def restart_service(suite: LocalSuite, name: str, timeout: float = 30.0) -> None:
     """Kills one service with SIGKILL (no clean-up of any kind) and starts it again on the same
-    port with the same configuration: what a crash and a supervisor's restart look like."""
+    port with the same configuration: what a crash and a supervisor's restart look like.
+
+    Raises ServiceAlreadyExited, and starts nothing, when the service had already exited: killing
+    it silently would hide a crash of its own."""
     process = suite.processes[name]
-    if process.poll() is None:
-        process.kill()
+    if process.poll() is not None:
+        raise ServiceAlreadyExited(
+            f"{name} had already exited with code {process.returncode} before it was killed; "
+            f"see {suite.launches[name][2]}"
+        )
+    process.kill()
     await asyncio.to_thread(process.wait)
     module, env, log_path = suite.launches[name]
     listen_variable = {
