@@ -9,7 +9,9 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
+    """pre_ping: test each connection taken from the pool with a round trip (PostgreSQL), so that
+    one the server dropped is replaced before it is used; a hot path may rather retry."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -24,6 +26,13 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            # SQLAlchemy, not the sqlite3 module, says where transactions begin: the module's own
+            # implicit BEGIN comes only before DML, which breaks SAVEPOINT (its RELEASE would commit).
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=pre_ping, pool_size=10, max_overflow=20)

@@ -16,6 +16,7 @@ from operator_svc.domain.registry import JobRegistry, RegistrySettings
 from operator_svc.infra.database import make_engine, migrate
 from operator_svc.infra.engine_client import GrpcEngineGateway
 from operator_svc.infra.job_store import JobStore
+from operator_svc.infra.job_writer import JobWriter
 from operator_svc.infra.metrics import JOB_COUNTS
 
 log = structlog.get_logger(__name__)
@@ -23,11 +24,16 @@ SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["OperatorService"].full_n
 
 
 async def build_operator(settings: OperatorSettings) -> tuple[ServiceServer, JobRegistry]:
-    db = make_engine(settings.database_url)
+    # No pre-ping: a round trip more for every connection taken from the pool, on the path of every
+    # status change. A connection the database dropped fails one read (which the store retries on a
+    # new one) or one batch of writes (which the writer retries, then the job's driver).
+    db = make_engine(settings.database_url, pre_ping=False)
     await asyncio.to_thread(migrate, db)
     gateways = {address: GrpcEngineGateway(address) for address in settings.engine_addresses}
+    writer = JobWriter(db)
     registry = JobRegistry(
         JobStore(db),
+        writer,
         EngineSet(dict(gateways)),
         EventHub(),
         RegistrySettings(
@@ -46,6 +52,7 @@ async def build_operator(settings: OperatorSettings) -> tuple[ServiceServer, Job
     async def release() -> None:
         for gateway in gateways.values():
             await gateway.close()
+        await asyncio.to_thread(writer.close)
         db.dispose()
 
     # Jobs go on in the engine; the next operator re-attaches to them (resume_unfinished).

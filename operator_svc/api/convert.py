@@ -7,8 +7,7 @@ import json
 from c2d.common.v1 import job_pb2
 from c2d_common.convert import result_file_proto
 from c2d_common.timestamps import to_timestamp
-from operator_svc.infra.job_store import JobRecord
-from operator_svc.infra.tables import JobEventRow, LogRow
+from operator_svc.infra.job_store import JobRecord, StoredEvent, StoredLog
 
 
 def job_to_proto(record: JobRecord) -> job_pb2.Job:
@@ -33,7 +32,7 @@ def job_to_proto(record: JobRecord) -> job_pb2.Job:
     return message
 
 
-def event_to_proto(event: JobEventRow) -> job_pb2.JobEvent:
+def event_to_proto(event: StoredEvent) -> job_pb2.JobEvent:
     message = job_pb2.JobEvent(
         job_id=event.job_id,
         sequence=event.sequence,
@@ -47,7 +46,7 @@ def event_to_proto(event: JobEventRow) -> job_pb2.JobEvent:
     return message
 
 
-def log_to_proto(row: LogRow) -> job_pb2.LogChunk:
+def log_to_proto(row: StoredLog) -> job_pb2.LogChunk:
     return job_pb2.LogChunk(
         sequence=row.sequence,
         stream=row.stream,  # type: ignore[arg-type]

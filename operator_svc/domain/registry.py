@@ -25,9 +25,9 @@ from c2d_common.timestamps import utcnow
 from operator_svc.domain.engines import EngineSet
 from operator_svc.domain.hub import EventHub
 from operator_svc.domain.model import EngineGateway, EngineUnavailable, LogPiece, StatusUpdate, StopAnswer
-from operator_svc.infra.job_store import JobRecord, JobStore
+from operator_svc.infra.job_store import JobRecord, JobStore, StoredEvent, StoredLog
+from operator_svc.infra.job_writer import JobWriter
 from operator_svc.infra.metrics import STATUS_CHANGES
-from operator_svc.infra.tables import JobEventRow, LogRow
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +44,7 @@ class RegistrySettings:
 
 @dataclass(frozen=True)
 class WatchItem:
-    event: JobEventRow
+    event: StoredEvent
     job: JobRecord | None  # set on the first item and on the terminal one
 
 
@@ -79,8 +79,17 @@ def decode_page_token(token: str) -> tuple[datetime, str]:
 
 
 class JobRegistry:
-    def __init__(self, store: JobStore, engines: EngineSet, hub: EventHub, settings: RegistrySettings):
+    def __init__(
+        self,
+        store: JobStore,
+        writer: JobWriter,
+        engines: EngineSet,
+        hub: EventHub,
+        settings: RegistrySettings,
+    ):
         self.store = store
+        # Every write goes through the writer (many per transaction); reads go to the store.
+        self.writer = writer
         self.engines = engines
         self.hub = hub
         self.settings = settings
@@ -125,8 +134,8 @@ class JobRegistry:
         algorithm_did: str,
         environment_id: str,
     ) -> tuple[JobRecord, bool]:
-        record, event = await asyncio.to_thread(
-            self.store.create_job,
+        record, event = await self.writer.run(
+            self.store.create_job_in,
             job_id=new_job_id(),
             owner=owner,
             request_id=request_id,
@@ -136,17 +145,21 @@ class JobRegistry:
             environment_id=environment_id,
             status_text=DEFAULT_STATUS_TEXT[JobStatus.QUEUED],
             now=utcnow(),
+            # Given to an engine at once, in the same write: the driver needs no second one.
+            engine=self.engines.pick(self._driven_on.values()),
         )
         if event is not None:
             log.info("job registered", job_id=record.job.job_id, owner=owner)
         if not JobStatus(record.job.status).is_terminal:
             # A retried Start of a job nobody drives (its first dispatch was lost) drives it now.
-            self._dispatch(record.job.job_id, owner, record.job.spec)
+            self._dispatch(record.job.job_id, owner, record.job.spec, record.job.engine)
         return record, event is not None
 
-    def _dispatch(self, job_id: str, owner: str, spec: bytes) -> None:
+    def _dispatch(self, job_id: str, owner: str, spec: bytes, engine: str | None) -> None:
         if self._closing or job_id in self._drivers:
             return
+        if engine is not None:
+            self._driven_on[job_id] = engine
         task = asyncio.create_task(self._drive(job_id, owner, spec), name=f"drive-{job_id}")
         self._drivers[job_id] = task
         task.add_done_callback(
@@ -158,7 +171,7 @@ class JobRegistry:
         has, or starts the job again."""
         jobs = await asyncio.to_thread(self.store.unfinished_jobs)
         for job in jobs:
-            self._dispatch(job.job_id, job.owner, job.spec)
+            self._dispatch(job.job_id, job.owner, job.spec, job.engine)
         return len(jobs)
 
     async def _drive(self, job_id: str, owner: str, spec: bytes) -> None:
@@ -208,9 +221,11 @@ class JobRegistry:
 
     async def _engine_of(self, job_id: str) -> EngineGateway | None:
         """The engine the job was given to, giving it to the least loaded one the first time."""
-        address = await asyncio.to_thread(
-            self.store.assign_engine, job_id, self.engines.pick(self._driven_on.values())
-        )
+        address = self._driven_on.get(job_id)
+        if address is None:  # a job registered before engines were chosen at registration
+            address = await self.writer.run(
+                self.store.assign_engine_in, job_id, self.engines.pick(self._driven_on.values())
+            )
         if address is None:
             return None
         self._driven_on[job_id] = address
@@ -268,8 +283,8 @@ class JobRegistry:
     async def record_status(self, job_id: str, update: StatusUpdate) -> JobRecord | None:
         async with self._lock(job_id):
             text = update.status_text or DEFAULT_STATUS_TEXT.get(JobStatus(update.status), "")
-            stored = await asyncio.to_thread(
-                self.store.append_event,
+            stored = await self.writer.run(
+                self.store.append_event_in,
                 job_id,
                 status=update.status,
                 status_text=text,
@@ -293,8 +308,8 @@ class JobRegistry:
         return record
 
     async def _record_log(self, job_id: str, stream: int, data: bytes) -> None:
-        row = await asyncio.to_thread(
-            self.store.append_log,
+        row = await self.writer.run(
+            self.store.append_log_in,
             job_id,
             stream=stream,
             data=data,
@@ -312,7 +327,7 @@ class JobRegistry:
             raise NotFound(f"no job {job_id}")
         return record
 
-    async def history(self, job_id: str) -> list[JobEventRow]:
+    async def history(self, job_id: str) -> list[StoredEvent]:
         return await asyncio.to_thread(self.store.get_events, job_id, 0)
 
     async def list_jobs(
@@ -386,15 +401,15 @@ class JobRegistry:
         if after_sequence < 0:
             raise InvalidArgument("after_sequence must not be negative")
         with self.hub.subscribe(("job", job_id)) as subscription:
-            record = await self.get(job_id)
+            found = await asyncio.to_thread(self.store.get_job_with_events, job_id, after_sequence)
+            if found is None:
+                raise NotFound(f"no job {job_id}")
+            record, events = found
             # Only events up to the job as read: each message must pair an event with the job as
             # of that event. Later ones come through the subscription, taken out before the read.
-            since = record.job.sequence - 1 if after_sequence == 0 else after_sequence
-            events = [
-                e
-                for e in await asyncio.to_thread(self.store.get_events, job_id, since)
-                if e.sequence <= record.job.sequence
-            ]
+            events = [e for e in events if e.sequence <= record.job.sequence]
+            if after_sequence == 0:
+                events = events[-1:]  # from the current status on
             last = after_sequence
             for index, event in enumerate(events):
                 terminal = JobStatus(event.status).is_terminal
@@ -424,7 +439,7 @@ class JobRegistry:
                 if JobStatus(item.event.status).is_terminal:
                     return
 
-    async def logs(self, job_id: str, follow: bool, after_sequence: int) -> AsyncIterator[LogRow]:
+    async def logs(self, job_id: str, follow: bool, after_sequence: int) -> AsyncIterator[StoredLog]:
         if after_sequence < 0:
             raise InvalidArgument("after_sequence must not be negative")
         with self.hub.subscribe(("log", job_id)) as subscription:

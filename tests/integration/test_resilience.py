@@ -59,16 +59,16 @@ async def test_a_failed_database_write_does_not_strand_the_job(tmp_path: Path, d
     async with running_suite(tmp_path / "suite") as suite:
         did = await jobs.publish_dataset(suite, [data_file])
         store = suite.registry.store
-        original = store.append_event
+        original = store.append_event_in
         failures = {"left": 1}
 
-        def flaky_append_event(job_id: str, **kwargs: object):  # type: ignore[no-untyped-def]
+        def flaky_append_event(connection, job_id: str, **kwargs: object):  # type: ignore[no-untyped-def]
             if kwargs.get("status") == JobStatus.RUNNING and failures["left"]:
                 failures["left"] -= 1
                 raise OperationalError("INSERT", {}, Exception("database is away"))
-            return original(job_id, **kwargs)  # type: ignore[arg-type]
+            return original(connection, job_id, **kwargs)  # type: ignore[arg-type]
 
-        store.append_event = flaky_append_event  # type: ignore[method-assign]
+        store.append_event_in = flaky_append_event  # type: ignore[method-assign]
         started = await jobs.start_raw(suite, [did], "import time; time.sleep(1); print('done')")
         job = await jobs.wait_terminal(suite, started.job_id)
         assert failures["left"] == 0, "the failure was never injected"
