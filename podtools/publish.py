@@ -16,16 +16,23 @@ Usage: python -m podtools.publish RESULT_JSON [--store STORE] [--quota BYTES] [-
 
 Every regular file under /data/outputs (nested folders kept) becomes an output; the algorithm's
 captured stdout and stderr (/c2d/algorithm-logs) and every file under /data/logs become logs.
-Symbolic links are never followed (an algorithm could point one at a file it must not publish):
-they, and whatever is not a regular file, are listed on stderr and left out.
+The folders are walked through directory descriptors, one name at a time with O_NOFOLLOW, and
+each file is opened the same way (O_NOFOLLOW | O_NONBLOCK) and checked to be the regular file
+that was listed: symbolic links are never followed (an algorithm could point one at a file it
+must not publish), and no path is looked up twice. Links, whatever is not a regular file, and
+what the algorithm made unreadable (chmod 000: the outputs are read-only here, so their
+permissions cannot be given back) are left out, each with a line on stderr and in the log
+publish.log, published with the others, so the job's owner learns what is missing and why.
 
 Writes {"ok": true, "files": [{"name", "kind": "output"|"log", "size", "sha256", and "path" (a
-folder store, relative to it) or "location" (s3://…, ipfs://CID)}]} to RESULT_JSON; on failure
-{"ok": false, "reason": …} and exit status 2, after removing what it had stored.
+folder store, relative to it) or "location" (s3://…, ipfs://CID)}], "skipped": [line, …]} to
+RESULT_JSON; on failure {"ok": false, "reason": …} and exit status 2, after removing what it
+had stored.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -42,15 +49,6 @@ CHUNK = 1024 * 1024
 
 class PublishError(Exception):
     """A failure whose text is safe to show the job's owner."""
-
-
-def _open_regular(path: str) -> int:
-    # O_NOFOLLOW: the file must not have become a link since it was listed.
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise PublishError("a result stopped being a regular file while it was published")
-    return fd
 
 
 # --- stores -------------------------------------------------------------------------------------------
@@ -210,6 +208,13 @@ def store_for(spec: str):
 
 # --- what to publish ----------------------------------------------------------------------------------
 
+# Folders are opened one name at a time below a descriptor, never through a link; files without
+# following a link and without blocking (a FIFO swapped in cannot hang the publish).
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# The log that says what was left out and why, published beside the algorithm's logs.
+PUBLISH_LOG = "publish.log"
+
 
 def _is_utf8(name: str) -> bool:
     try:
@@ -219,69 +224,242 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
-def _walk(root: str) -> list[tuple[str, str, int]]:
-    """(relative name, absolute path, size) of every regular file under root, links skipped."""
-    found: list[tuple[str, str, int]] = []
-    skipped: list[tuple[str, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            # os.walk lists a link to a folder as a folder, and does not go in: say so.
-            skipped.append(
-                (os.path.relpath(os.path.join(dirpath, name), root), "a symbolic link is never followed")
-            )
-        for name in sorted(filenames):
-            path = os.path.join(dirpath, name)
-            info = os.lstat(path)
-            relative = os.path.relpath(path, root)
-            if stat.S_ISLNK(info.st_mode):
-                skipped.append((relative, "a symbolic link is never followed"))
-            elif not stat.S_ISREG(info.st_mode):
-                skipped.append((relative, "not a regular file"))
-            elif not _is_utf8(relative):
-                skipped.append((relative, "its name is not UTF-8"))
-            else:
-                found.append((relative, path, info.st_size))
-    for relative, why in skipped:
-        shown = relative.encode("utf-8", "backslashreplace").decode()
-        print(f"publish: not publishing {shown}: {why}", file=sys.stderr)
-    return found
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
+
+
+def _open_folder(root_fd: int, parts: tuple[str, ...], identity: tuple[int, int]) -> int:
+    """A descriptor of the folder root/parts…, each step one name opened with O_NOFOLLOW from the
+    step before; it must still be the folder that was seen (device and inode)."""
+    fd = os.open(".", _FOLDER_FLAGS, dir_fd=root_fd)
+    try:
+        for part in parts:
+            child = os.open(part, _FOLDER_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        if _identity(os.fstat(fd)) != identity:
+            raise PublishError("a folder of the results changed while they were published")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_file(folder_fd: int, name: str, identity: tuple[int, int]) -> int:
+    fd = os.open(name, _FILE_FLAGS, dir_fd=folder_fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or _identity(info) != identity:
+        os.close(fd)
+        raise PublishError("a result changed while it was published")
+    return fd
+
+
+def _why(exc: OSError) -> str:
+    """Why an entry cannot be read: the algorithm may have taken its own permissions away (the
+    outputs are read-only here, so they cannot be given back), or swapped it meanwhile."""
+    if isinstance(exc, PermissionError):
+        return "cannot be read (its permissions deny it)"
+    if exc.errno == errno.ELOOP:
+        return "became a symbolic link (never followed)"
+    return f"cannot be read ({errno.errorcode.get(exc.errno or 0, type(exc).__name__)})"
+
+
+class Candidate:
+    """A regular file to publish, found through descriptors below one of the roots: when its turn
+    comes it is opened the same way, one name at a time, and only if its folder and itself are
+    still what was found (device and inode)."""
+
+    __slots__ = ("file_name", "folder", "folder_identity", "identity", "kind", "name", "root_fd", "size")
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        root_fd: int,
+        folder: tuple[tuple[str, ...], tuple[int, int]],
+        file_name: str,
+        info: os.stat_result,
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.root_fd = root_fd
+        self.folder, self.folder_identity = folder
+        self.file_name = file_name
+        self.size = info.st_size
+        self.identity = _identity(info)
+
+    def open(self) -> int:
+        folder_fd = _open_folder(self.root_fd, self.folder, self.folder_identity)
+        try:
+            return _open_file(folder_fd, self.file_name, self.identity)
+        finally:
+            os.close(folder_fd)
+
+
+class Collection:
+    """What publish found: the files to publish, and a line for each thing it leaves out (for
+    publish.log). Holds a descriptor of each root until closed."""
+
+    def __init__(self) -> None:
+        self.files: list[Candidate] = []
+        self.skipped: list[str] = []
+        self._roots: list[int] = []
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for fd in self._roots:
+            os.close(fd)
+        self._roots = []
+
+    def skip(self, entry: str, why: str) -> None:
+        line = f"{entry.encode('utf-8', 'backslashreplace').decode()} {why}"
+        self.skipped.append(line)
+        print(f"publish: {line}", file=sys.stderr)
+
+    def _open_root(self, path: str, label: str) -> tuple[int, tuple[int, int]] | None:
+        try:
+            fd = os.open(path, _FOLDER_FLAGS)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self.skip(label, _why(exc) + ": nothing in it is published")
+            return None
+        self._roots.append(fd)
+        return fd, _identity(os.fstat(fd))
+
+    def walk(self, kind: str, path: str, label: str, prefix: str = "") -> None:
+        """Every regular file under the folder, in name order (a folder's files before its
+        subfolders), named prefix + its path below the folder. A folder is reopened from the root
+        when its turn comes, so that few descriptors are open however wide or deep the tree."""
+        opened = self._open_root(path, label)
+        if opened is None:
+            return
+        root_fd, root_identity = opened
+        pending: list[tuple[tuple[str, ...], tuple[int, int]]] = [((), root_identity)]
+        while pending:
+            parts, identity = pending.pop()
+            try:
+                fd = _open_folder(root_fd, parts, identity)
+            except OSError as exc:
+                self.skip("/".join((label, *parts)), _why(exc) + ": nothing in it is published")
+                continue
+            try:
+                names = sorted(os.listdir(fd))
+            except OSError as exc:
+                os.close(fd)
+                self.skip("/".join((label, *parts)), _why(exc) + ": nothing in it is published")
+                continue
+            subfolders = []
+            try:
+                for name in names:
+                    relative = (*parts, name)
+                    entry = "/".join((label, *relative))
+                    try:
+                        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                        if stat.S_ISDIR(info.st_mode):
+                            subfolders.append((relative, _identity(info)))
+                        elif stat.S_ISLNK(info.st_mode):
+                            self.skip(entry, "is a symbolic link (never followed): not published")
+                        elif not stat.S_ISREG(info.st_mode):
+                            self.skip(entry, "is not a regular file: not published")
+                        elif not _is_utf8("/".join(relative)):
+                            self.skip(entry, "has a name that is not UTF-8: not published")
+                        else:
+                            os.close(_open_file(fd, name, _identity(info)))  # readable, now
+                            self.files.append(
+                                Candidate(
+                                    kind, prefix + "/".join(relative), root_fd, (parts, identity), name, info
+                                )
+                            )
+                    except OSError as exc:
+                        self.skip(entry, _why(exc) + ": not published")
+            finally:
+                os.close(fd)
+            pending.extend(reversed(subfolders))
+
+    def add(self, kind: str, name: str, path: str, label: str, file_name: str) -> None:
+        """One file directly in the folder (the captured stdout or stderr), if it is a regular file."""
+        opened = self._open_root(path, label)
+        if opened is None:
+            return
+        root_fd, root_identity = opened
+        try:
+            info = os.stat(file_name, dir_fd=root_fd, follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode):
+                os.close(_open_file(root_fd, file_name, _identity(info)))
+                self.files.append(Candidate(kind, name, root_fd, ((), root_identity), file_name, info))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self.skip(f"{label}/{file_name}", _why(exc) + ": not published")
 
 
 def collect(
     include_outputs: bool = True, outputs: str = OUTPUTS, logs: str = LOGS, captured: str = CAPTURED_LOGS
-) -> list[tuple[str, str, str, int]]:
-    """(kind, name, path, size) of every file to publish."""
-    files: list[tuple[str, str, str, int]] = []
-    for name, path, size in _walk(outputs) if include_outputs else []:
-        files.append(("output", name, path, size))
-    for stream in ("stdout.log", "stderr.log"):
-        path = os.path.join(captured, stream)
-        if os.path.isfile(path) and not os.path.islink(path):
-            files.append(("log", f"algorithm.{stream}", path, os.lstat(path).st_size))
-    for name, path, size in _walk(logs):
-        files.append(("log", f"algorithm-logs/{name}", path, size))
-    return files
+) -> Collection:
+    """Every file to publish, and what is left out and why. The caller closes it."""
+    found = Collection()
+    try:
+        if include_outputs:
+            found.walk("output", outputs, "outputs")
+        for stream in ("stdout.log", "stderr.log"):
+            found.add("log", f"algorithm.{stream}", captured, "captured logs", stream)
+        found.walk("log", logs, "logs", prefix="algorithm-logs/")
+    except BaseException:
+        found.close()
+        raise
+    return found
 
 
-def publish(store, files: list[tuple[str, str, str, int]], quota: int = 0) -> list[dict[str, object]]:
-    total = sum(size for _kind, _name, _path, size in files)
-    if quota and total > quota:
-        raise PublishError(
-            f"the results take {total} bytes, more than this engine's quota of {quota} bytes per job; "
-            "nothing was published"
-        )
-    published: list[dict[str, object]] = []
-    for kind, name, path, size in files:
-        fd = _open_regular(path)
-        try:
-            size = os.fstat(fd).st_size
-            folder = "outputs" if kind == "output" else "logs"
-            where, sha256 = store.put(fd, size, f"{folder}/{name}")
-        finally:
-            os.close(fd)
-        published.append({"name": name, "kind": kind, "size": size, "sha256": sha256, **where})
-    return published
+def _publish_log(skipped: list[str]) -> int:
+    """A descriptor of publish.log's text: what was left out and why (an anonymous file in memory,
+    which every store reads as it reads a result)."""
+    fd = os.memfd_create(PUBLISH_LOG, os.MFD_CLOEXEC)
+    data = memoryview("".join(f"{line}\n" for line in skipped).encode())
+    while data:
+        data = data[os.write(fd, data) :]
+    return fd
+
+
+def publish(store, found: Collection, quota: int = 0) -> list[dict[str, object]]:
+    log_fd = _publish_log(found.skipped) if found.skipped else None
+    try:
+        total = sum(c.size for c in found.files) + (os.fstat(log_fd).st_size if log_fd is not None else 0)
+        if quota and total > quota:
+            raise PublishError(
+                f"the results take {total} bytes, more than this engine's quota of {quota} bytes per job; "
+                "nothing was published"
+            )
+        published: list[dict[str, object]] = []
+        for candidate in found.files:
+            try:
+                fd = candidate.open()
+            except OSError as exc:  # a link or something else put in its (or its folder's) place
+                raise PublishError(
+                    f"a result changed while it was published: {candidate.name} {_why(exc)}"
+                ) from None
+            try:
+                published.append(_put(store, fd, candidate.kind, candidate.name))
+            finally:
+                os.close(fd)
+        if log_fd is not None:
+            published.append(_put(store, log_fd, "log", PUBLISH_LOG))
+        return published
+    finally:
+        if log_fd is not None:
+            os.close(log_fd)
+
+
+def _put(store, fd: int, kind: str, name: str) -> dict[str, object]:
+    size = os.fstat(fd).st_size
+    folder = "outputs" if kind == "output" else "logs"
+    where, sha256 = store.put(fd, size, f"{folder}/{name}")
+    return {"name": name, "kind": kind, "size": size, "sha256": sha256, **where}
 
 
 def _options(argv: list[str]) -> dict[str, str]:
@@ -312,7 +490,9 @@ def main(argv: list[str]) -> int:
     store = None
     try:
         store = store_for(options["--store"])
-        files = publish(store, collect(include_outputs="--logs-only" not in options), quota)
+        with collect(include_outputs="--logs-only" not in options) as found:
+            files = publish(store, found, quota)
+            skipped = found.skipped
     except PublishError as exc:
         print(f"publish: {exc}", file=sys.stderr)
         if store is not None:
@@ -326,7 +506,7 @@ def main(argv: list[str]) -> int:
             store.discard()
         write_result(result_path, ok=False, reason=f"storing the results failed ({type(exc).__name__})")
         return 2
-    write_result(result_path, ok=True, files=files)
+    write_result(result_path, ok=True, files=files, skipped=skipped)
     return 0
 
 

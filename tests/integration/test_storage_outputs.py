@@ -301,6 +301,52 @@ os.symlink("/c2d", "/data/logs/escape")
 """
 
 
+# The algorithm takes its own permissions away: a file, a folder (and what is in it), a folder
+# whose names can be listed but not reached, a log file.
+UNREADABLE = """
+import os
+open("/data/outputs/kept.txt", "w").write("kept")
+os.makedirs("/data/outputs/locked/inner")
+open("/data/outputs/locked/inner/secret.txt", "w").write("in a locked folder")
+open("/data/outputs/unreadable.txt", "w").write("unreadable")
+os.makedirs("/data/outputs/names-only")
+open("/data/outputs/names-only/f.txt", "w").write("f")
+open("/data/logs/private.log", "w").write("private")
+open("/data/logs/kept.log", "w").write("kept")
+os.chmod("/data/outputs/locked", 0)
+os.chmod("/data/outputs/unreadable.txt", 0)
+os.chmod("/data/outputs/names-only", 0o444)
+os.chmod("/data/logs/private.log", 0)
+print("done")
+"""
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
+async def test_what_the_algorithm_made_unreadable_is_reported_and_the_rest_published(
+    tmp_path: Path, s3: S3Server, data_file: Path, store: str
+) -> None:
+    env = {} if store == "local" else s3.env(C2D_RESULT_STORE=f"s3://{s3.bucket('c2d-unreadable')}")
+    async with storage_suite(tmp_path / "suite", env) as suite:
+        job = await run(suite, data_file, UNREADABLE)
+        assert job.status == JobStatus.FINISHED, job.status_text
+        assert set(jobs.results_by_name(job, jobs.OUTPUT)) == {"kept.txt"}
+        logs = jobs.results_by_name(job, jobs.LOG)
+        assert {"algorithm.stdout.log", "algorithm-logs/kept.log", "publish.log"} <= set(logs)
+        assert "algorithm-logs/private.log" not in logs
+        _, stdout = await jobs.download(suite, job.job_id, "algorithm.stdout.log", jobs.LOG)
+        assert stdout == b"done\n"
+        _, text = await jobs.download(suite, job.job_id, "publish.log", jobs.LOG)
+        # In the walk's order: a folder's files, then its subfolders.
+        assert text.decode().splitlines() == [
+            "outputs/unreadable.txt cannot be read (its permissions deny it): not published",
+            "outputs/locked cannot be read (its permissions deny it): nothing in it is published",
+            "outputs/names-only/f.txt cannot be read (its permissions deny it): not published",
+            "logs/private.log cannot be read (its permissions deny it): not published",
+        ]
+        # Removed after the job, locked folders included.
+        assert not (suite.root / "work" / job.job_id).exists()
+
+
 @pytest.mark.parametrize("store", ["local", "s3"])
 async def test_output_symlinks_are_refused_not_followed(
     tmp_path: Path, s3: S3Server, data_file: Path, store: str
