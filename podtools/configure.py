@@ -19,6 +19,9 @@ JOB_JSON (written by the engine):
     FILE: {"url": "https://…" | "s3://bucket/key" | "ipfs://CID" | "file:///…",
            "sha256": "<hex>" (optional), "size": <bytes> (optional, 0: unknown),
            "method": "GET"|"POST" (http), "headers": {…} (http, the publisher's)}
+          or {"provided": true}: the engine has put this file in place itself (file:// inputs of
+          the local backend); it keeps its index, and nothing is fetched for it
+    "inline": false                    the engine has written the DDOs, parameters and raw code
 S3 and IPFS come from the environment: C2D_S3_* and C2D_IPFS_* (docs/storage.md).
 
 Exit 0 when everything is in place; otherwise 2, with {"ok": false, "failed_input": "data" |
@@ -32,17 +35,15 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import sys
 
 from podtools.fetch import FetchError, Options, fetch, inputs_too_large
 from podtools.resultfile import write_result
-from podtools.safepath import UnsafeName, open_folder, write_new
+from podtools.safepath import UnsafeName, did_folder_name, open_folder, write_new
 
 INPUTS = "/data/inputs"
 TRANSFORMATIONS = "/data/transformations"
 DDOS = "/data/ddos"
-_SAFE_DID = re.compile(r"did:[a-z0-9]+:[A-Za-z0-9._-]{1,128}")
 
 
 class ProvisioningError(Exception):
@@ -52,10 +53,10 @@ class ProvisioningError(Exception):
 
 
 def _safe_did(did: str) -> str:
-    # A DID becomes a folder name: it must never contain a separator or "..".
-    if not _SAFE_DID.fullmatch(did) or ".." in did:
-        raise ProvisioningError("data", f"DID {did[:200]!r} cannot be used as a folder name")
-    return did
+    try:
+        return did_folder_name(did)
+    except UnsafeName as exc:
+        raise ProvisioningError("data", str(exc)) from None
 
 
 class _Task:
@@ -98,6 +99,8 @@ def provision(
 def _plan_tasks(plan: dict, inputs: str, transformations: str, ddos: str, folders: list[int]) -> list[_Task]:
     """Makes the folders, writes what the plan holds inline, and lists the files to fetch."""
     tasks: list[_Task] = []
+    # False: the engine has written the DDOs, parameters and raw code itself (the local backend).
+    inline = plan.get("inline", True)
     algorithm = plan["algorithm"]
     algorithm_fd = open_folder(transformations)
     folders.append(algorithm_fd)
@@ -111,23 +114,32 @@ def _plan_tasks(plan: dict, inputs: str, transformations: str, ddos: str, folder
             folder_fd = open_folder(inputs, did)
             folders.append(folder_fd)
             for index, location in enumerate(dataset["files"]):
-                tasks.append(_Task("data", f"dataset {did} file {index}", location, folder_fd, str(index)))
-            write_new(ddos_fd, did, json.dumps(dataset.get("ddo") or {}).encode())
-        write_new(
-            inputs_fd, "algoCustomData.json", json.dumps(plan.get("algorithm_parameters") or {}).encode()
-        )
+                if not location.get("provided"):
+                    tasks.append(
+                        _Task("data", f"dataset {did} file {index}", location, folder_fd, str(index))
+                    )
+            if inline:
+                write_new(ddos_fd, did, json.dumps(dataset.get("ddo") or {}).encode())
+        if inline:
+            write_new(
+                inputs_fd, "algoCustomData.json", json.dumps(plan.get("algorithm_parameters") or {}).encode()
+            )
     except UnsafeName as exc:
         # A name twice (two datasets with one DID) or a link where a folder should be.
         raise ProvisioningError("data", f"the inputs cannot be laid out: {exc}") from None
 
     names = ["algorithm", *[str(i) for i in range(1, len(algorithm["files"]) + 1)]]
     raw = base64.b64decode(algorithm.get("raw_code") or "")
-    if raw:
+    if raw and not inline:
+        names.pop(0)  # the engine wrote it
+    elif raw:
         try:
             write_new(algorithm_fd, names.pop(0), raw)
         except UnsafeName as exc:
             raise ProvisioningError("algorithm", f"the algorithm cannot be written: {exc}") from None
     for name, location in zip(names, algorithm["files"], strict=False):
+        if location.get("provided"):
+            continue
         tasks.append(_Task("algorithm", f"algorithm file {name}", location, algorithm_fd, name))
     return tasks
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+
+_PLAIN_DID = re.compile(r"did:[a-z0-9]+:[A-Za-z0-9._-]{1,128}")
 
 
 class UnsafeName(Exception):
@@ -20,6 +23,13 @@ def check_segment(name: str) -> str:
     if not name or name in (".", "..") or "/" in name or "\0" in name or len(name.encode()) > 255:
         raise UnsafeName(f"{name[:80]!r} cannot be used as a file or folder name")
     return name
+
+
+def did_folder_name(did: str) -> str:
+    """A DID as a folder name, if it is a plain one: never a separator or ".." in it."""
+    if not _PLAIN_DID.fullmatch(did) or ".." in did:
+        raise UnsafeName(f"DID {did[:200]!r} cannot be used as a folder name")
+    return did
 
 
 def open_folder(root: str, *segments: str, create: bool = True) -> int:

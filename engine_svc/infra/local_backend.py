@@ -25,6 +25,7 @@ import signal
 import stat
 import sys
 import sysconfig
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,9 @@ from engine_svc.domain.model import (
 )
 from engine_svc.infra.cgroups import CgroupManager, SandboxGroup, join_command
 from engine_svc.infra.http_inputs import http_options
+from engine_svc.infra.local_inputs import LocalFile, LocalProvisioningFailed, provide_files, write_inline
 from engine_svc.infra.sandbox import Limits, SandboxSpec, build_command, find_bwrap
+from podtools.safepath import UnsafeName, did_folder_name
 
 log = structlog.get_logger(__name__)
 
@@ -157,6 +160,14 @@ def _read_child_pid(fd: int) -> int:
     return int(json.loads(data)["child-pid"])
 
 
+def _did_folder(did: str) -> str:
+    """A dataset's folder name; ValueError (the plan's refusal) for a DID that cannot be one."""
+    try:
+        return did_folder_name(did)
+    except UnsafeName as exc:
+        raise ValueError(str(exc)) from None
+
+
 class NetworkSetupFailed(BackendError):
     pass
 
@@ -187,6 +198,8 @@ class LocalBackend:
         self._network_helpers: dict[str, asyncio.subprocess.Process] = {}
         self.slirp4netns = shutil.which("slirp4netns")
         self._killed: set[str] = set()
+        # A stop tells the engine's own provisioning (a large copy) to give up.
+        self._cancel_provisioning: dict[str, threading.Event] = {}
         self.cgroups = CgroupManager.detect() if settings.use_cgroups else None
         if self.cgroups is None:
             log.warning(
@@ -347,6 +360,9 @@ class LocalBackend:
 
     async def kill(self, job_id: str) -> None:
         self._killed.add(job_id)
+        cancelled = self._cancel_provisioning.get(job_id)
+        if cancelled is not None:
+            cancelled.set()
         process = self._processes.get(job_id)
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -437,10 +453,35 @@ class LocalBackend:
         root = self.workspace(job_id)
         self.create_workspace(job_id)
         try:
-            plan, sources, needs_network, needs_storage = self._configure_plan(job)
+            plan, local_files, needs_network, needs_storage = self._configure_plan(job)
         except ValueError as exc:
             failed_input = "algorithm" if str(exc).startswith("algorithm") else "data"
             return ConfigureOutcome(False, failed_input, str(exc))
+        limit = int(plan["max_input_bytes"]) or None
+        cancelled = threading.Event()
+        self._cancel_provisioning[job_id] = cancelled
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            copied = await asyncio.wait_for(
+                asyncio.to_thread(self._provide_locally, job, root / "data", local_files, limit, cancelled),
+                timeout,
+            )
+        except LocalProvisioningFailed as exc:
+            return ConfigureOutcome(False, exc.failed_input, exc.reason)
+        except TimeoutError:
+            return ConfigureOutcome(False, "data", f"providing the inputs took longer than {timeout:.0f} s")
+        finally:
+            cancelled.set()  # a thread still copying (a timeout, a stop) gives up
+            self._cancel_provisioning.pop(job_id, None)
+        remote = [f for d in plan["datasets"] for f in d["files"] if not f.get("provided")] + [
+            f for f in plan["algorithm"]["files"] if not f.get("provided")
+        ]
+        if not remote:
+            if not (root / "data" / "transformations" / "algorithm").exists():
+                return ConfigureOutcome(False, "algorithm", "the algorithm has no code")
+            return ConfigureOutcome(True)
+        if limit is not None:
+            plan["max_input_bytes"] = max(1, limit - copied)
         (root / "c2d" / "job.json").write_text(json.dumps(plan))
         spec = self.podtools_sandbox(
             ["-m", "podtools.configure", "/c2d/job.json", "/c2d/out/result.json"],
@@ -454,9 +495,10 @@ class LocalBackend:
             (self._data(job_id, "ddos"), "/data/ddos"),
             (self._c2d(job_id, "out"), "/c2d/out"),
         ]
-        spec.ro_binds += [(self._c2d(job_id, "job.json"), "/c2d/job.json"), *sources]
+        spec.ro_binds.append((self._c2d(job_id, "job.json"), "/c2d/job.json"))
+        remaining = max(1.0, deadline - asyncio.get_running_loop().time())
         try:
-            code, result, stderr = await self._run_podtool(job_id, "configure", spec, timeout)
+            code, result, stderr = await self._run_podtool(job_id, "configure", spec, remaining)
         except ProcessFailedToStart as exc:
             return ConfigureOutcome(False, "data", str(exc))
         if code is None:
@@ -470,16 +512,35 @@ class LocalBackend:
         log.warning("configure sandbox failed", exit_code=code, stderr=stderr)
         return ConfigureOutcome(False, "data", f"the configuration sandbox failed (exit code {code})")
 
-    def _configure_plan(self, job: JobContext) -> tuple[dict[str, Any], list[tuple[str, str]], bool, bool]:
-        """What podtools configure fetches (see podtools/configure.py), the host files to bind,
-        whether it needs the network, and whether the S3/IPFS settings. file:// sources are bound
-        read-only into the sandbox (at /c2d/src/N) and their URLs rewritten; nothing else of the
-        host is visible."""
-        sources: list[tuple[str, str]] = []
+    @staticmethod
+    def _provide_locally(
+        job: JobContext,
+        data_root: Path,
+        files: list[LocalFile],
+        limit: int | None,
+        cancelled: threading.Event,
+    ) -> int:
+        """The engine's own part of the configuration (see local_inputs.py); answers the bytes copied."""
+        spec = job.spec
+        write_inline(
+            data_root,
+            [(_did_folder(d.did), json_format.MessageToDict(d.ddo)) for d in spec.datasets],
+            json_format.MessageToDict(spec.algorithm_parameters),
+            spec.algorithm.raw_code,
+        )
+        return provide_files(data_root, files, limit, cancelled)
+
+    def _configure_plan(self, job: JobContext) -> tuple[dict[str, Any], list[LocalFile], bool, bool]:
+        """What podtools configure fetches (see podtools/configure.py), the file:// inputs the
+        engine provides itself (they are "provided" in the plan), whether podtools need the
+        network, and whether the S3/IPFS settings."""
+        local: list[LocalFile] = []
         network = False
         storage = False
 
-        def locate(location: job_pb2.FileLocation, what: str) -> dict[str, Any]:
+        def locate(
+            location: job_pb2.FileLocation, what: str, folder: tuple[str, ...], name: str
+        ) -> dict[str, Any]:
             # Errors name the asset and the file's index, never its location: status texts and
             # logs reach the consumer, and a dataset's location is the publisher's secret.
             nonlocal network, storage
@@ -492,12 +553,12 @@ class LocalBackend:
                     path = str(policy.check(location.url))
                 except FileUrlRefused as exc:
                     raise ValueError(f"{what}: {exc}") from None
-                if not os.path.isfile(path):
-                    raise ValueError(f"{what} is not a readable file on this machine")
-                target = f"/c2d/src/{len(sources)}"
-                sources.append((path, target))
-                url = f"file://{target}"
-            elif parsed.scheme in ("http", "https"):
+                failed_input = "algorithm" if folder == ("transformations",) else "data"
+                local.append(
+                    LocalFile(path, folder, name, location.sha256, location.size, failed_input, what)
+                )
+                return {"provided": True}
+            if parsed.scheme in ("http", "https"):
                 network = True
                 entry.update(http_options(location, what))
             elif parsed.scheme in ("s3", "ipfs"):
@@ -515,32 +576,40 @@ class LocalBackend:
 
         datasets = []
         for dataset in job.spec.datasets:
+            folder = ("inputs", _did_folder(dataset.did))
             datasets.append(
                 {
                     "did": dataset.did,
                     "files": [
-                        locate(f, f"dataset {dataset.did} file {index}")
+                        locate(f, f"dataset {dataset.did} file {index}", folder, str(index))
                         for index, f in enumerate(dataset.files)
                     ],
-                    "ddo": json_format.MessageToDict(dataset.ddo),
                 }
             )
         algorithm = job.spec.algorithm
+        # Ocean's names: the algorithm, then 1..N for its further files (a raw code is "algorithm").
+        names = ["algorithm", *[str(i) for i in range(1, len(algorithm.files) + 1)]]
+        if algorithm.raw_code:
+            names.pop(0)
         plan = {
             "job_id": job.job_id,
+            # The engine writes the DDOs, the parameters and a raw algorithm itself.
+            "inline": False,
             "datasets": datasets,
             "algorithm": {
                 "did": algorithm.did,
-                "files": [locate(f, f"algorithm file {index}") for index, f in enumerate(algorithm.files)],
+                "files": [
+                    locate(f, f"algorithm file {index}", ("transformations",), name)
+                    for index, (f, name) in enumerate(zip(algorithm.files, names, strict=False))
+                ],
                 "raw_code": base64.b64encode(algorithm.raw_code).decode(),
             },
-            "algorithm_parameters": json_format.MessageToDict(job.spec.algorithm_parameters),
             "allow_private_hosts": self.settings.allow_private_input_hosts,
             "stall_seconds": self.storage.input_stall_seconds,
             "parallel_fetches": self.storage.input_parallel_fetches,
             "max_input_bytes": self.storage.input_limit(job.environment.disk_bytes),
         }
-        return plan, sources, network, storage
+        return plan, local, network, storage
 
     def algorithm_sandbox(self, job: JobContext) -> SandboxSpec | None:
         """The algorithm phase's sandbox (None when this engine lacks the algorithm's runtime)."""
