@@ -17,7 +17,6 @@ import re
 import time
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,12 +44,10 @@ from c2d_common.errors import (
     PermissionDenied,
     Unavailable,
 )
+from c2d_common.ocean_contracts import ONE_DATATOKEN, ZERO_ADDRESS, ProviderFee, contract_abi
 
 log = structlog.get_logger(__name__)
 
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
-# Ocean's startOrder always takes exactly one datatoken (18 decimals) for one order.
-ONE_DATATOKEN = 10**18
 _TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 
@@ -146,65 +143,8 @@ def _provider_key_from_env() -> str:
 
 
 # --- provider fees ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProviderFee:
-    """Ocean's `providerFee` struct, field by field in the contract's order, as `startOrder` and
-    `reuseOrder` take it."""
-
-    provider_fee_address: str
-    provider_fee_token: str
-    provider_fee_amount: int
-    v: int
-    r: bytes
-    s: bytes
-    valid_until: int
-    provider_data: bytes
-
-    def as_contract_tuple(
-        self,
-    ) -> tuple[str, str, int, int, bytes, bytes, int, bytes]:
-        return (
-            self.provider_fee_address,
-            self.provider_fee_token,
-            self.provider_fee_amount,
-            self.v,
-            self.r,
-            self.s,
-            self.valid_until,
-            self.provider_data,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON as Ocean Provider's initialize answers it (the amount a decimal string: it may exceed
-        what a JSON number holds exactly)."""
-        return {
-            "providerFeeAddress": self.provider_fee_address,
-            "providerFeeToken": self.provider_fee_token,
-            "providerFeeAmount": str(self.provider_fee_amount),
-            "v": self.v,
-            "r": "0x" + self.r.hex(),
-            "s": "0x" + self.s.hex(),
-            "validUntil": self.valid_until,
-            "providerData": "0x" + self.provider_data.hex(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ProviderFee:
-        try:
-            return cls(
-                provider_fee_address=Web3.to_checksum_address(data["providerFeeAddress"]),
-                provider_fee_token=Web3.to_checksum_address(data["providerFeeToken"]),
-                provider_fee_amount=int(data["providerFeeAmount"]),
-                v=int(data["v"]),
-                r=bytes.fromhex(str(data["r"]).removeprefix("0x")),
-                s=bytes.fromhex(str(data["s"]).removeprefix("0x")),
-                valid_until=int(data["validUntil"]),
-                provider_data=bytes.fromhex(str(data["providerData"]).removeprefix("0x")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidArgument(f"the provider fee is not one an initialize answer gives: {exc}") from None
+# ProviderFee (the struct) lives in c2d_common.ocean_contracts, shared with the CLI that places orders;
+# it is imported here under its old name, which tests and callers use.
 
 
 def fee_message_hash(
@@ -419,10 +359,8 @@ class VerifiedOrder:
         return self.order_tx_hash != self.tx_hash
 
 
-@cache
 def _datatoken_abi() -> list[dict[str, Any]]:
-    text = resources.files("artifacts").joinpath("ERC20Template.json").read_text()
-    return list(json.loads(text)["abi"])
+    return contract_abi("ERC20Template")
 
 
 @cache
