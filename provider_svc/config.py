@@ -9,8 +9,10 @@ from eth_account import Account
 
 from c2d_common.env import ConfigError, env_paths, env_str
 from c2d_common.file_urls import FileUrlPolicy
+from provider_svc.domain.assets import ANYONE, PublisherPolicy
 
 KEY_PATTERN = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+ADDRESS_PATTERN = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 def load_or_create_key(path: Path) -> str:
@@ -49,6 +51,9 @@ class ProviderSettings:
     private_key: str = ""
     # What services' serviceEndpoint must say for this provider to serve them.
     public_url: str = ""
+    # Who may publish (C2D_PUBLISHERS; see PublisherPolicy): none listed, the default, lets anyone
+    # publish public files and nobody name file:// or s3:// ones; "*" lets anyone publish anything.
+    publishers: tuple[str, ...] = ()
 
     @property
     def state_dir(self) -> Path:
@@ -73,6 +78,9 @@ class ProviderSettings:
             roots=self.file_url_roots, denied=(self.assets_dir, self.results_dir, *self.file_url_denied)
         )
 
+    def publisher_policy(self) -> PublisherPolicy:
+        return PublisherPolicy.of(self.publishers)
+
     @classmethod
     def from_env(cls) -> ProviderSettings:
         return cls(
@@ -87,7 +95,20 @@ class ProviderSettings:
             database_url=env_str("C2D_PROVIDER_DATABASE_URL", ""),
             private_key=_private_key_from_env(),
             public_url=env_str("C2D_PROVIDER_URL", ""),
+            publishers=_publishers_from_env(),
         )
+
+
+def _publishers_from_env() -> tuple[str, ...]:
+    entries = tuple(p.strip() for p in env_str("C2D_PUBLISHERS", "").split(",") if p.strip())
+    for entry in entries:
+        if entry != ANYONE and not ADDRESS_PATTERN.fullmatch(entry):
+            shown = entry if len(entry) <= 50 else entry[:50] + "…"
+            raise ConfigError(
+                f"C2D_PUBLISHERS holds {shown!r}, which is not an Ethereum address (0x and 40 hex "
+                "digits); list the publishers' addresses separated by commas, or * for anyone"
+            )
+    return entries
 
 
 def _private_key_from_env() -> str:

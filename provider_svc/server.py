@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import structlog
+
 from c2d.provider.v1 import service_pb2, service_pb2_grpc
 from c2d_common.database import make_engine
 from c2d_common.server import ServiceServer
@@ -17,6 +19,8 @@ from provider_svc.infra.ledger import Ledger, migrate
 from provider_svc.infra.operator_client import OperatorClient
 from provider_svc.infra.result_store import ResultStore
 
+log = structlog.get_logger(__name__)
+
 SERVICE_NAMES = [s.full_name for s in service_pb2.DESCRIPTOR.services_by_name.values()]
 
 
@@ -25,10 +29,17 @@ def build_provider(settings: ProviderSettings, orders: OrderChecking | None = No
     migrate(database)
     ledger = Ledger(database)
     key = settings.resolved_private_key()
+    if settings.file_url_roots and not settings.publishers:
+        log.warning(
+            "C2D_FILE_URL_ROOTS is set but C2D_PUBLISHERS lists nobody: no one may publish file:// "
+            "data; list the publishers' addresses in C2D_PUBLISHERS"
+        )
     chain_id = orders.chain_id if orders is not None else 0
     server = ServiceServer("provider", settings.listen, SERVICE_NAMES, metrics_listen=settings.metrics_listen)
     public_url = settings.resolved_public_url(server.bind())
-    assets = AssetStore(settings.assets_dir, settings.file_policy(), public_url, chain_id)
+    assets = AssetStore(
+        settings.assets_dir, settings.file_policy(), public_url, chain_id, settings.publisher_policy()
+    )
     operator = OperatorClient(settings.operator_address)
     front_door = ComputeFrontDoor(
         assets, operator, ResultStore(settings.results_dir), ledger, public_url, orders

@@ -123,6 +123,8 @@ async def running_suite(
             file_url_denied=(root / "operator.db",),
             metrics_listen=metrics_listen,
             private_key=PROVIDER_KEY,
+            # The test identities publish file:// data from the tests' folders (C2D_PUBLISHERS).
+            publishers=tuple(TEST_KEYS),
         ),
         orders,
     )

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from c2d.common.v1 import job_pb2
-from c2d_common.errors import InvalidArgument, NotFound
+from c2d_common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from c2d_common.file_urls import FileUrlPolicy, FileUrlRefused
 
 MAX_DDO_BYTES = 256 * 1024
@@ -38,6 +38,59 @@ MAX_ENTRYPOINT_ARGS = 64
 MAX_INT64 = 2**63 - 1
 ASSET_TYPES = ("dataset", "algorithm")
 SERVICE_TYPES = ("access", "compute")
+# Files the suite reads with its own access rather than the public's: file:// from this machine,
+# s3:// with the suite's S3 credentials. A DDO naming one lets whoever may run raw algorithms on it
+# read what the provider can read, so only publishers the provider's operator lists may name them.
+PROVIDER_SIDE_SCHEMES = ("file", "s3")
+ANYONE = "*"
+
+
+@dataclass(frozen=True)
+class PublisherPolicy:
+    """Who may publish (C2D_PUBLISHERS).
+
+    No list (the default): anyone may publish assets whose files are public (http(s), ipfs), and
+    nobody may name provider-side files (file://, s3://). A list of addresses: only they may publish,
+    and they may name provider-side files (within C2D_FILE_URL_ROOTS and C2D_S3_INPUT_BUCKETS).
+    `*`: anyone may publish anything, for a machine with a single user.
+    """
+
+    listed: frozenset[str] = frozenset()
+    anyone: bool = False
+
+    @classmethod
+    def of(cls, publishers: tuple[str, ...]) -> PublisherPolicy:
+        return cls(
+            listed=frozenset(p.lower() for p in publishers if p != ANYONE), anyone=ANYONE in publishers
+        )
+
+    def check_publisher(self, publisher: str) -> bool:
+        """Raises PermissionDenied if `publisher` may not publish here; answers whether it may name
+        provider-side files."""
+        if self.anyone:
+            return True
+        if not self.listed:
+            return False
+        if publisher.lower() not in self.listed:
+            raise PermissionDenied(
+                f"{publisher} may not publish on this provider: only the addresses in its "
+                "C2D_PUBLISHERS may; ask the provider's operator to add yours"
+            )
+        return True
+
+
+def provider_side_file(ddo: dict[str, Any]) -> tuple[str, str] | None:
+    """The first file of a validated DDO that the suite would read with its own access, as
+    (where, scheme), or None."""
+    for index, service in enumerate(ddo["services"]):
+        for file_index, item in enumerate(service["files"]):
+            kind = item.get("type", "url")
+            if kind == "ipfs":
+                continue
+            scheme = "s3" if kind == "s3" and "url" not in item else urlparse(item["url"]).scheme
+            if scheme in PROVIDER_SIDE_SCHEMES:
+                return f"services[{index}].files[{file_index}]", scheme
+    return None
 
 
 @dataclass(frozen=True)
@@ -343,30 +396,56 @@ def _check_compute(compute: object, where: str) -> None:
 class AssetStore:
     """One JSON file per asset under a folder; writes are atomic."""
 
-    def __init__(self, folder: Path, file_policy: FileUrlPolicy, provider_url: str = "", chain_id: int = 0):
+    def __init__(
+        self,
+        folder: Path,
+        file_policy: FileUrlPolicy,
+        provider_url: str = "",
+        chain_id: int = 0,
+        publishers: PublisherPolicy | None = None,
+    ):
         self.folder = folder
         self.file_policy = file_policy
-        # What a service's serviceEndpoint and the DDO's chainId default to.
+        # What a service's serviceEndpoint defaults to, and the chain a DDO's chainId must name
+        # (0: this provider checks no chain, and any chainId is kept as the publisher wrote it).
         self.provider_url = provider_url
         self.chain_id = chain_id
+        self.publishers = publishers or PublisherPolicy()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.allowed_schemes: tuple[str, ...] = ("http", "https", "s3", "ipfs") + (
             ("file",) if file_policy.enabled else ()
         )
 
     def publish(self, publisher: str, ddo: dict[str, Any], *, own_results: bool = False) -> Asset:
-        """Validates and stores a DDO. With own_results (the provider's own result assets, never
-        a publisher's DDO), its files may name this provider's result store, which publishers'
-        file:// URLs never may."""
-        schemes = (*self.allowed_schemes, "file") if own_results else self.allowed_schemes
-        validate_ddo(ddo, schemes, None if own_results else self.file_policy)
+        """Checks that `publisher` may publish it, validates and stores a DDO. With own_results
+        (the provider's own result assets of the publisher's job, never a publisher's DDO), its
+        files may name this provider's result store, which publishers' file:// URLs never may."""
+        if own_results:
+            validate_ddo(ddo, (*self.allowed_schemes, "file"), None)
+        else:
+            may_name_provider_files = self.publishers.check_publisher(publisher)
+            # Without that right the file:// paths are not even checked against the roots: the
+            # answer must not tell a stranger which of this machine's folders hold data.
+            validate_ddo(ddo, self.allowed_schemes, self.file_policy if may_name_provider_files else None)
+            found = None if may_name_provider_files else provider_side_file(ddo)
+            if found is not None:
+                where, scheme = found
+                raise PermissionDenied(
+                    f"{where} is a file this provider reads with its own access ({scheme}://): "
+                    "only publishers listed in its C2D_PUBLISHERS may name file:// or s3:// files, and "
+                    "it lists none; publish the data over https or ipfs, or ask the provider's operator "
+                    f"to add {publisher} to C2D_PUBLISHERS"
+                )
+        self._check_chain(ddo)
         ddo = copy.deepcopy(ddo)
         body = json.dumps(ddo, sort_keys=True)
         did = "did:op:" + hashlib.sha256(f"{publisher}:{uuid.uuid4().hex}:{body}".encode()).hexdigest()
         ddo["id"] = did
         ddo.setdefault("version", "4.1.0")
         if self.chain_id:
-            ddo.setdefault("chainId", self.chain_id)
+            ddo["chainId"] = self.chain_id
+        elif "chainId" in ddo:
+            ddo["chainId"] = int(ddo["chainId"])  # a Struct carries every number as a double
         for index, service in enumerate(ddo["services"]):
             service.setdefault("id", str(index))
             service.setdefault("timeout", 0)
@@ -378,6 +457,16 @@ class AssetStore:
         tmp.write_text(json.dumps({"publisher": publisher, "ddo": ddo}))
         os.replace(tmp, path)
         return asset
+
+    def _check_chain(self, ddo: dict[str, Any]) -> None:
+        """A DDO for another chain names datatokens this provider cannot see: its orders could
+        never be checked here."""
+        if self.chain_id and "chainId" in ddo and int(ddo["chainId"]) != self.chain_id:
+            raise FailedPrecondition(
+                f"the DDO is for chain {int(ddo['chainId'])}, but this provider checks orders on chain "
+                f"{self.chain_id} (its C2D_CHAIN_ID): publish it with chainId {self.chain_id} (or none), "
+                f"or to a provider of chain {int(ddo['chainId'])}"
+            )
 
     def get(self, did: str) -> Asset:
         check_did(did)

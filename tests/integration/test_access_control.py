@@ -1,5 +1,6 @@
-"""The provider's access control on real servers: signed requests and nonces, owners, DDO rules,
-trusted algorithms (deny by default, checksums pinned), and the seed's preconditions.
+"""The provider's access control on real servers: signed requests and nonces, owners, who may
+publish (C2D_PUBLISHERS), DDO rules, trusted algorithms (deny by default, checksums pinned), and the
+seed's preconditions.
 
 Each rule that fails answers its own status code, with a message that says what to fix, and
 nothing starts. Orders on chain are tested in test_paid_jobs.py (a real anvil node).
@@ -8,6 +9,8 @@ nothing starts. Orders on chain are tested in test_paid_jobs.py (a real anvil no
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
+from web3 import Web3
 
 from c2d.provider.v1 import request_response_pb2 as pb
 from c2d.provider.v1 import service_pb2_grpc as provider_grpc
@@ -28,11 +32,13 @@ from tests.conftest import requires_bwrap
 from tests.harness import (
     CONSUMER,
     CONSUMER_KEY,
+    NOBODY,
     OTHER_CONSUMER,
     OTHER_CONSUMER_KEY,
     PROVIDER,
     PROVIDER_KEY,
     PUBLISHER,
+    SECOND_PUBLISHER,
     TEST_KEYS,
     Suite,
     running_suite,
@@ -338,6 +344,184 @@ async def test_publishing_is_signed_by_the_publisher(suite: Suite, data_dir: Pat
         await channel.close()
 
 
+# --- who may publish (C2D_PUBLISHERS) ------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _provider_with_publishers(
+    suite: Suite, state: Path, data_dir: Path, publishers: tuple[str, ...]
+) -> AsyncIterator[Suite]:
+    """Another provider in front of the suite's operator and engine, serving file:// data from
+    data_dir (C2D_FILE_URL_ROOTS), with this C2D_PUBLISHERS; as a Suite whose stubs reach it."""
+    provider = build_provider(
+        ProviderSettings(
+            listen="127.0.0.1:0",
+            operator_address=f"127.0.0.1:{suite.operator.port}",
+            assets_dir=state / "assets",
+            results_dir=suite.root / "results",
+            file_url_roots=(data_dir,),
+            private_key=PROVIDER_KEY,
+            publishers=publishers,
+        )
+    )
+    await provider.start()
+    channel = signed_channel(f"127.0.0.1:{provider.port}")
+    try:
+        yield dataclasses.replace(suite, provider=provider, channel=channel)
+    finally:
+        await channel.close()
+        await provider.stop()
+
+
+async def _publish_as(provider: Suite, publisher: str, ddo: dict[str, Any]) -> str:
+    request = pb.PublishAssetRequest(publisher_address=publisher, ddo=jobs.to_struct(ddo))
+    return (await provider.assets.PublishAsset(request, timeout=T)).did
+
+
+def _dataset_ddo(files: list[dict[str, Any]], service_type: str = "compute") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "d", "type": "dataset"},
+        "services": [{"type": service_type, "files": files, "compute": {"allowRawAlgorithm": True}}],
+    }
+
+
+PUBLIC_FILE = {"url": "https://example.org/open-data.csv"}
+COPY_INPUT = (
+    "import json, os, shutil\n"
+    "shutil.copy(f\"/data/inputs/{json.loads(os.environ['DIDS'])[0]}/0\", '/data/outputs/copy.csv')\n"
+)
+
+
+def _provider_side_ddos(data_dir: Path) -> dict[str, tuple[dict[str, Any], str]]:
+    """DDOs that name a file the suite would read with its own access, however the URL is spelled,
+    and where the refusal must point."""
+    secret = data_dir / "data.csv"
+    path = str(secret)
+    return {
+        "file url": (_dataset_ddo([jobs.file_entry(secret)]), "services[0].files[0]"),
+        "upper-case scheme": (_dataset_ddo([{"url": "FILE://" + path}]), "services[0].files[0]"),
+        "leading space": (_dataset_ddo([{"url": " file://" + path}]), "services[0].files[0]"),
+        "no authority": (_dataset_ddo([{"url": "file:" + path}]), "services[0].files[0]"),
+        "localhost": (_dataset_ddo([{"url": "file://localhost" + path}]), "services[0].files[0]"),
+        "outside the roots": (_dataset_ddo([{"url": "file:///etc/passwd"}]), "services[0].files[0]"),
+        "after a public file": (
+            _dataset_ddo([PUBLIC_FILE, jobs.file_entry(secret)]),
+            "services[0].files[1]",
+        ),
+        "in a second service": (
+            {
+                **_dataset_ddo([PUBLIC_FILE]),
+                "services": [
+                    {"type": "compute", "files": [PUBLIC_FILE], "compute": {"allowRawAlgorithm": True}},
+                    {"type": "access", "files": [jobs.file_entry(secret)]},
+                ],
+            },
+            "services[1].files[0]",
+        ),
+        "s3 url": (_dataset_ddo([{"url": "s3://suite-bucket/secret.csv"}]), "services[0].files[0]"),
+        "s3 bucket and key": (
+            _dataset_ddo([{"type": "s3", "bucket": "suite-bucket", "objectPath": "secret.csv"}]),
+            "services[0].files[0]",
+        ),
+        "algorithm": (
+            {
+                "metadata": {"name": "a", "type": "algorithm", "algorithm": {"container": {}}},
+                "services": [{"type": "access", "files": [jobs.file_entry(secret)]}],
+            },
+            "services[0].files[0]",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "file url",
+        "upper-case scheme",
+        "leading space",
+        "no authority",
+        "localhost",
+        "outside the roots",
+        "after a public file",
+        "in a second service",
+        "s3 url",
+        "s3 bucket and key",
+        "algorithm",
+    ],
+)
+async def test_without_a_publisher_list_nobody_names_provider_side_files(
+    suite: Suite, data_dir: Path, tmp_path: Path, case: str
+) -> None:
+    """The audit's attack: on `c2d services`' defaults any local key could publish file:///<cwd>/
+    secret with raw algorithms allowed and read it back. Without C2D_PUBLISHERS, file:// and
+    s3:// files (read with the suite's own access) are refused whoever publishes them."""
+    ddo, where = _provider_side_ddos(data_dir)[case]
+    async with _provider_with_publishers(suite, tmp_path, data_dir, ()) as provider:
+        for publisher in (NOBODY, PUBLISHER):
+            code, details = await _code(_publish_as(provider, publisher, ddo))
+            assert code == grpc.StatusCode.PERMISSION_DENIED, details
+            assert "C2D_PUBLISHERS" in details and where in details and publisher in details
+            # Nothing tells a stranger which folders hold data.
+            assert "C2D_FILE_URL_ROOTS" not in details and str(data_dir) not in details
+        assert list((tmp_path / "assets").glob("*.json")) == [], "a refused DDO is not stored"
+
+
+async def test_without_a_publisher_list_anyone_publishes_public_files(
+    suite: Suite, data_dir: Path, tmp_path: Path
+) -> None:
+    async with _provider_with_publishers(suite, tmp_path, data_dir, ()) as provider:
+        for files in ([PUBLIC_FILE], [{"type": "ipfs", "hash": "Qm" + "a" * 44}]):
+            did = await _publish_as(provider, NOBODY, _dataset_ddo(files))
+            assert (await jobs.public_ddo(provider, did))["id"] == did
+
+
+async def test_a_publisher_list_admits_its_publishers_only(
+    suite: Suite, data_dir: Path, tmp_path: Path
+) -> None:
+    # Listed as the checksummed address; the signer's lowercase address must match it.
+    listed = Web3.to_checksum_address(PUBLISHER)
+    async with _provider_with_publishers(suite, tmp_path, data_dir, (listed,)) as provider:
+        did = await _publish_as(provider, PUBLISHER, _dataset_ddo([jobs.file_entry(data_dir / "data.csv")]))
+        job = await jobs.start_raw(provider, [did], COPY_INPUT)
+        finished = await jobs.wait_terminal(provider, job.job_id)
+        assert finished.status == JobStatus.FINISHED, finished.status_text
+        _, copied = await jobs.download(provider, job.job_id, "copy.csv", jobs.OUTPUT)
+        assert copied == (data_dir / "data.csv").read_bytes()
+        # The file roots still hold for listed publishers.
+        code, details = await _code(
+            _publish_as(provider, PUBLISHER, _dataset_ddo([{"url": "file:///etc/passwd"}]))
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "C2D_FILE_URL_ROOTS" in details
+        # Anyone else may publish nothing at all, public files included.
+        for ddo in (_dataset_ddo([PUBLIC_FILE]), _dataset_ddo([jobs.file_entry(data_dir / "data.csv")])):
+            code, details = await _code(_publish_as(provider, SECOND_PUBLISHER, ddo))
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+            assert "C2D_PUBLISHERS" in details and SECOND_PUBLISHER in details
+        assert len(list((tmp_path / "assets").glob("*.json"))) == 1
+
+
+async def test_a_job_owner_publishes_its_results_without_being_a_listed_publisher(
+    suite: Suite, data_dir: Path, tmp_path: Path
+) -> None:
+    async with _provider_with_publishers(suite, tmp_path, data_dir, (PUBLISHER,)) as provider:
+        did = await _publish_as(provider, PUBLISHER, _dataset_ddo([jobs.file_entry(data_dir / "data.csv")]))
+        job = await jobs.start_raw(provider, [did], "open('/data/outputs/r.txt', 'w').write('r')")
+        assert (await jobs.wait_terminal(provider, job.job_id)).status == JobStatus.FINISHED
+        published = await provider.compute.PublishResults(
+            pb.PublishResultsRequest(consumer_address=CONSUMER, job_id=job.job_id), timeout=T
+        )
+        assert (await jobs.public_ddo(provider, published.did))["id"] == published.did
+        code, _ = await _code(_publish_as(provider, CONSUMER, _dataset_ddo([PUBLIC_FILE])))
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_publisher_list_of_star_lets_anyone_name_file_data(
+    suite: Suite, data_dir: Path, tmp_path: Path
+) -> None:
+    async with _provider_with_publishers(suite, tmp_path, data_dir, ("*",)) as provider:
+        await _publish_as(provider, NOBODY, _dataset_ddo([jobs.file_entry(data_dir / "data.csv")]))
+
+
 # --- owners ---------------------------------------------------------------------------------------
 
 
@@ -523,6 +707,12 @@ async def test_published_ddos_get_this_provider_s_endpoint(suite: Suite, raw_dat
     assert service["serviceEndpoint"] == f"grpc://127.0.0.1:{suite.provider.port}"
     assert service["timeout"] == 0 and ddo["id"] == raw_dataset
     assert "files" not in service
+
+
+async def test_a_provider_without_a_chain_keeps_the_ddo_s_chain_id(suite: Suite) -> None:
+    """Only a provider that checks orders on a chain compares chainId with it (test_paid_jobs)."""
+    ddo = {"chainId": 137, **_dataset_ddo([PUBLIC_FILE])}
+    assert (await jobs.public_ddo(suite, await jobs.publish_ddo(suite, ddo)))["chainId"] == 137
 
 
 @pytest.mark.parametrize(

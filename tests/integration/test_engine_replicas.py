@@ -15,7 +15,7 @@ from operator_svc.server import build_operator
 from provider_svc.config import ProviderSettings
 from provider_svc.server import build_provider
 from tests.conftest import requires_bwrap
-from tests.harness import PROVIDER_KEY, Suite, signed_channel
+from tests.harness import PROVIDER_KEY, PUBLISHER, Suite, signed_channel
 from tests.integration import jobs
 
 pytestmark = requires_bwrap
@@ -53,6 +53,7 @@ async def test_two_engines_run_every_job_exactly_once(tmp_path: Path) -> None:
             results_dir=tmp_path / "results",
             file_url_roots=(tmp_path,),
             private_key=PROVIDER_KEY,
+            publishers=(PUBLISHER,),
         )
     )
     await provider.start()
