@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 from eth_account import Account
 from google.protobuf import json_format
+from web3 import Web3
 
 from c2d.provider.v1 import request_response_pb2 as pb
 from c2d_common.status import JobStatus
@@ -261,20 +262,58 @@ async def test_a_malformed_transaction_hash_is_invalid(market: Market) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "transaction hash" in details
 
 
-async def test_an_order_for_another_service_is_refused(market: Market) -> None:
-    did, _ = await _dataset(market)
-    other, _ = await _dataset(market)
+async def test_an_order_of_another_datatoken_is_refused(market: Market) -> None:
+    did, datatoken = await _dataset(market)
+    other, other_datatoken = await _dataset(market)
     (other_quote,) = await _quotes(market, [other])
-    code, _ = await _refused(market, _start([did], {did: _order(market, other_quote)}))
+    code, details = await _refused(market, _start([did], {did: _order(market, other_quote)}))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "another datatoken" in details and other_datatoken in details and datatoken in details
+
+
+async def test_an_order_for_another_service_of_the_same_datatoken_is_refused(market: Market) -> None:
+    """The dataset's compute service is its second (index 1), both services on one datatoken: an
+    order of service 0 pays for the access service, not for computing."""
+    datatoken = market.chain.publish_datatoken()
+    data = jobs.file_entry(market.data_dir / "data.csv")
+    did = await jobs.publish_ddo(
+        market.suite,
+        {
+            "metadata": {"name": "two services", "type": "dataset"},
+            "services": [
+                {"type": "access", "datatokenAddress": datatoken, "files": [data]},
+                {
+                    "type": "compute",
+                    "datatokenAddress": datatoken,
+                    "files": [data],
+                    "compute": {"allowRawAlgorithm": True},
+                },
+            ],
+        },
+    )
+    (quote,) = await _quotes(market, [did])
+    assert quote.service_index == 1
+    # The contract checks the fee's signature only, so it takes an order of service 0 with the quote.
+    tx = market.chain.start_order(
+        Account.from_key(CONSUMER_KEY), datatoken, 0, _fee(quote), consumer_address=CONSUMER
+    )
+    code, details = await _refused(market, _start([did], {did: tx}))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "is for service 0" in details and "not service 1" in details
+    # Service 1 ordered with the same quote runs.
+    right = _order(market, quote)
+    started = await market.suite.compute.Start(_start([did], {did: right}), timeout=T)
+    assert (await jobs.wait_terminal(market.suite, started.job_id)).status == JobStatus.FINISHED
 
 
 async def test_an_order_for_another_consumer_is_refused(market: Market) -> None:
     did, _ = await _dataset(market)
     (quote,) = await _quotes(market, [did], consumer=OTHER_CONSUMER)
     tx = _order(market, quote, consumer=OTHER_CONSUMER)
-    code, _ = await _refused(market, _start([did], {did: tx}))
-    assert code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION)
+    code, details = await _refused(market, _start([did], {did: tx}))
+    # docs/orders.md: OrderForAnotherConsumer is PERMISSION_DENIED, whoever paid.
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert f"placed for consumer {Web3.to_checksum_address(OTHER_CONSUMER)}" in details
 
 
 async def test_an_expired_order_is_refused(market: Market) -> None:
@@ -303,3 +342,38 @@ async def test_a_dataset_without_datatoken_runs_in_free_environments_only(market
     free.environment_id = "free"
     started = await market.suite.compute.Start(free, timeout=T)
     assert (await jobs.wait_terminal(market.suite, started.job_id)).status == JobStatus.FINISHED
+
+
+# --- the DDO's chain ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chain_id", [1, 137, 31338, 2**53])
+async def test_a_ddo_for_another_chain_is_refused_at_publish(market: Market, chain_id: int) -> None:
+    datatoken = market.chain.publish_datatoken()
+    ddo = {
+        "chainId": chain_id,
+        "metadata": {"name": "elsewhere", "type": "dataset"},
+        "services": [
+            {
+                "type": "compute",
+                "datatokenAddress": datatoken,
+                "files": [jobs.file_entry(market.data_dir / "data.csv")],
+                "compute": {"allowRawAlgorithm": True},
+            }
+        ],
+    }
+    before = set((market.suite.root / "assets").glob("*.json"))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await jobs.publish_ddo(market.suite, ddo)
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    details = raised.value.details() or ""
+    assert f"chain {chain_id}" in details and "C2D_CHAIN_ID" in details
+    assert f"chain {market.chain.chain_id}" in details
+    assert set((market.suite.root / "assets").glob("*.json")) == before
+
+
+async def test_a_ddo_without_chain_gets_the_provider_s(market: Market) -> None:
+    did = await jobs.publish_dataset(market.suite, [market.data_dir / "data.csv"])
+    assert (await jobs.public_ddo(market.suite, did))["chainId"] == market.chain.chain_id
+    same, _ = await _dataset(market)  # names chainId 31337 itself
+    assert (await jobs.public_ddo(market.suite, same))["chainId"] == market.chain.chain_id
