@@ -14,6 +14,7 @@ from pathlib import Path
 from c2d_cli.client import ProviderClient
 from c2d_cli.main import SAMPLES, _out, dataset_ddo, describe, download_all, read_key, watch_job
 from c2d_cli.processes import start_local_suite, stop_local_suite
+from c2d_common.signing import address_of
 from c2d_common.status import JobStatus
 
 
@@ -25,24 +26,28 @@ async def run_demo(state_dir: Path | None) -> int:
     _out(f"state: {root}")
     _out("starting engine, operator and provider (separate processes, gRPC on loopback)…")
     data_roots = os.pathsep.join([str(SAMPLES.resolve()), str(Path.cwd())])
-    suite = await start_local_suite(root, extra_env={"C2D_FILE_URL_ROOTS": data_roots})
+    # The demo's consumer (and publisher) key lives with its state; every call is signed with it,
+    # and it is the one key the provider lets publish (C2D_PUBLISHERS), file:// data included.
+    key = read_key(root / "consumer.key", create=True)
+    suite = await start_local_suite(
+        root, extra_env={"C2D_FILE_URL_ROOTS": data_roots}, publishers=[address_of(key)]
+    )
     try:
         _out(
             f"  engine {suite.address('engine')}  operator {suite.address('operator')}  "
             f"provider {suite.provider_address}  (ready in {time.monotonic() - began:.1f} s)"
         )
-        # The demo's consumer (and publisher) key lives with its state; every call is signed with it.
-        async with ProviderClient(
-            suite.provider_address, read_key(root / "consumer.key", create=True)
-        ) as client:
+        async with ProviderClient(suite.provider_address, key) as client:
             _out(f"consumer {client.consumer}: every call is signed (EIP-191) with a fresh nonce")
             envs = await client.get_environments()
             _out(f"environment: {envs[0].id} — {envs[0].description}")
             dataset = SAMPLES / "weather.csv"
+            # The demo publishes its own sample for its own raw algorithm; a dataset published with
+            # `c2d publish` permits raw algorithms only with --allow-raw.
             did = await client.publish_asset(
-                dataset_ddo("Weather stations, 60 days", [dataset.resolve().as_uri()])
+                dataset_ddo("Weather stations, 60 days", [dataset.resolve().as_uri()], allow_raw=True)
             )
-            _out(f"published the sample dataset {dataset.name} as {did}")
+            _out(f"published the sample dataset {dataset.name} as {did} (raw algorithms allowed)")
             _out("  (the consumer never learns where the file lives; it stays on this machine)")
             algorithm = SAMPLES / "summarize.py"
             response = await client.start(
@@ -95,7 +100,12 @@ async def run_demo(state_dir: Path | None) -> int:
 
 
 async def run_services(
-    state_dir: Path, provider_port: int, operator_port: int, engine_port: int, metrics_base_port: int = 0
+    state_dir: Path,
+    provider_port: int,
+    operator_port: int,
+    engine_port: int,
+    metrics_base_port: int = 0,
+    publishers: list[str] | None = None,
 ) -> int:
     names = ("provider", "operator", "engine")
     metrics = {name: metrics_base_port + i for i, name in enumerate(names)} if metrics_base_port else None
@@ -103,11 +113,13 @@ async def run_services(
         state_dir,
         ports={"provider": provider_port, "operator": operator_port, "engine": engine_port},
         metrics_ports=metrics,
+        publishers=publishers or [],
     )
     _out(
         f"provider {suite.provider_address}  operator {suite.address('operator')}  "
         f"engine {suite.address('engine')}"
     )
+    _out(f"may publish (C2D_PUBLISHERS): {suite.publishers}; their file:// data from {Path.cwd()}")
     if metrics:
         _out("metrics: " + "  ".join(f"{n} http://127.0.0.1:{p}/metrics" for n, p in metrics.items()))
     _out(f"state and service logs in {state_dir.absolute()}; Ctrl-C stops everything")

@@ -1,8 +1,9 @@
 """`c2d`: start, watch, list, stop, logs and results of compute jobs; publish assets; run the demo.
 
 The provider's address comes from --provider or C2D_PROVIDER_ADDRESS (default 127.0.0.1:50051).
-Every call is signed with your Ethereum key: C2D_KEY (hex), or the file --key-file / C2D_KEY_FILE,
-else ~/.config/c2d/key (created on first use; fine for local use, not for a funded account).
+Every call is signed with your Ethereum key: the file --key-file, else C2D_KEY (hex), else the file
+C2D_KEY_FILE, else ~/.config/c2d/key (created on first use; fine for local use, not for a funded
+account). The same key pays for orders and creates datatokens on chain (c2d_cli.chain_commands).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from urllib.parse import urlparse
 import grpc
 
 from c2d.common.v1 import job_pb2, job_status_pb2
-from c2d_cli import download
+from c2d_cli import chain_commands, download
 from c2d_cli.client import ChecksumMismatch, ProviderClient, status_name
 from c2d_cli.download import UnsafeResultName
+from c2d_common.signing import address_of
 from c2d_common.status import JobStatus
 
 DEFAULT_KEY_FILE = Path("~/.config/c2d/key")
@@ -55,10 +57,14 @@ def read_key(path: Path, create: bool = False) -> str:
 
 
 def resolve_key(key_file: str | None) -> str:
-    if os.environ.get("C2D_KEY"):
-        return os.environ["C2D_KEY"]
+    """The key to sign with: `key_file` (--key-file: what the command line says wins over the
+    environment), else C2D_KEY, else the file C2D_KEY_FILE, else the default file (created)."""
     if key_file:
         return read_key(Path(key_file))
+    if os.environ.get("C2D_KEY"):
+        return os.environ["C2D_KEY"]
+    if os.environ.get("C2D_KEY_FILE"):
+        return read_key(Path(os.environ["C2D_KEY_FILE"]))
     return read_key(DEFAULT_KEY_FILE, create=True)
 
 
@@ -72,6 +78,10 @@ def dataset_ddo(
     timeout: int = 0,
     allow_network: bool = False,
 ) -> dict[str, Any]:
+    """A dataset with one compute service. A dataset that allows raw algorithms lets every consumer
+    run any code on it and read back what it prints, so `c2d publish` allows them only with
+    --allow-raw, and every caller here says allow_raw explicitly. (The default stays True for the
+    scripts that publish their own file for their own raw algorithm: tests/e2e and bench/.)"""
     files = [_file_entry(url) for url in urls]
     service: dict[str, Any] = {
         "type": "compute",
@@ -162,10 +172,18 @@ async def cmd_publish(client: ProviderClient, args: argparse.Namespace) -> int:
             trusted = [await client.trusted_algorithm(did) for did in args.trust_algorithm or []]
         except ValueError as exc:
             raise SystemExit(f"c2d: {exc}") from None
+        if args.allow_raw and args.no_raw:
+            raise SystemExit("c2d: --allow-raw and --no-raw contradict each other")
+        if not (args.allow_raw or trusted or args.trust_publisher):
+            # A DDO cannot be changed once published: a dataset that permits no algorithm is useless.
+            raise SystemExit(
+                "c2d: this dataset would permit no algorithm: trust one (--trust-algorithm DID, "
+                "--trust-publisher ADDRESS) or let consumers send their own code (--allow-raw)"
+            )
         ddo = dataset_ddo(
             args.name,
             urls,
-            allow_raw=not args.no_raw,
+            allow_raw=args.allow_raw,
             trusted=trusted,
             trusted_publishers=[p.lower() for p in args.trust_publisher or []],
             datatoken=args.datatoken,
@@ -185,8 +203,19 @@ async def start_job(client: ProviderClient, args: argparse.Namespace) -> str:
         if item.startswith("did:"):
             dataset_dids.append(item)
         else:
+            # The consumer publishes its own file for its own algorithm: the new dataset permits that
+            # algorithm only (the raw code it sends, or the algorithm asset as it is now).
             url = to_url(item)
-            did = await client.publish_asset(dataset_ddo(Path(urlparse(url).path).name or "dataset", [url]))
+            name = Path(urlparse(url).path).name or "dataset"
+            if args.algorithm.startswith("did:"):
+                try:
+                    trusted = [await client.trusted_algorithm(args.algorithm)]
+                except ValueError as exc:
+                    raise SystemExit(f"c2d: {exc}") from None
+                ddo = dataset_ddo(name, [url], allow_raw=False, trusted=trusted)
+            else:
+                ddo = dataset_ddo(name, [url], allow_raw=True)
+            did = await client.publish_asset(ddo)
             _out(f"published {item} as {did}")
             dataset_dids.append(did)
     params = parse_params(args.param or [], args.params_json)
@@ -433,9 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--key-file",
-        default=os.environ.get("C2D_KEY_FILE"),
-        help="your Ethereum private key, which signs every call (env C2D_KEY_FILE, or the key itself "
-        "in C2D_KEY; default ~/.config/c2d/key, created on first use)",
+        help="your Ethereum private key, which signs every call (else the key itself in C2D_KEY, else "
+        "the file C2D_KEY_FILE, else ~/.config/c2d/key, created on first use)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -458,7 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("files", nargs="+", help="local files or URLs")
     publish.add_argument("--name", required=True)
     publish.add_argument("--type", choices=("dataset", "algorithm"), default="dataset")
-    publish.add_argument("--no-raw", action="store_true", help="dataset: refuse raw algorithms")
+    publish.add_argument(
+        "--allow-raw",
+        action="store_true",
+        help="dataset: let any consumer run raw algorithms (code sent with start) on it",
+    )
+    # Raw algorithms used to be allowed unless --no-raw; refusing them is the default now.
+    publish.add_argument("--no-raw", action="store_true", help=argparse.SUPPRESS)
     publish.add_argument(
         "--trust-algorithm",
         action="append",
@@ -561,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     initialize.add_argument("--dataset", action="append", required=True, metavar="DID")
     initialize.add_argument("--algorithm", default="", metavar="DID")
     initialize.add_argument("--env", default="")
+    chain_commands.add_parsers(sub)
     return parser
 
 
@@ -579,6 +614,7 @@ COMMANDS = {
     "initialize": cmd_initialize,
     "sign": cmd_sign,
     "publish-results": cmd_publish_results,
+    "order": chain_commands.cmd_order,
 }
 
 
@@ -596,7 +632,11 @@ async def run(args: argparse.Namespace) -> int:
             args.operator_port,
             args.engine_port,
             args.metrics_base_port,
+            # The one who starts the services publishes on them (file:// data of this folder too).
+            publishers=[address_of(resolve_key(args.key_file))],
         )
+    if args.command in chain_commands.WITHOUT_PROVIDER:
+        return await chain_commands.WITHOUT_PROVIDER[args.command](resolve_key(args.key_file), args)
     async with ProviderClient(args.provider, resolve_key(args.key_file)) as client:
         return await COMMANDS[args.command](client, args)
 

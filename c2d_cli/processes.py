@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +38,8 @@ class LocalSuite:
     ports: dict[str, int] = field(default_factory=dict)
     # How each service was started (module, environment, log), so that it can be started again.
     launches: dict[str, tuple[str, dict[str, str], Path]] = field(default_factory=dict)
+    # The provider's C2D_PUBLISHERS: who may publish on it.
+    publishers: str = ""
 
     @property
     def provider_address(self) -> str:
@@ -96,8 +98,13 @@ async def start_local_suite(
     extra_env: dict[str, str] | None = None,
     ports: dict[str, int] | None = None,
     metrics_ports: dict[str, int] | None = None,
+    publishers: Sequence[str] | None = None,
     timeout: float = 30.0,
 ) -> LocalSuite:
+    """The three services as processes on state_dir. `publishers`: the addresses that may publish
+    (the provider's C2D_PUBLISHERS, with those the environment already lists); `c2d services` and
+    `c2d demo` name the CLI's own key. None keeps the environment's C2D_PUBLISHERS, else lets any
+    key publish anything (`*`): for tests and benchmarks, whose keys come and go."""
     state_dir = state_dir.absolute()
     state_dir.mkdir(parents=True, exist_ok=True)
     suite = LocalSuite(state_dir)
@@ -108,8 +115,10 @@ async def start_local_suite(
         # own state is never an input, whatever folders data may come from.
         "C2D_FILE_URL_ROOTS": str(Path.cwd()),
         "C2D_FILE_URL_DENY": str(state_dir),
+        "C2D_PUBLISHERS": _publishers_setting(publishers),
         **(extra_env or {}),
     }
+    suite.publishers = common["C2D_PUBLISHERS"]
     logs = state_dir / "logs"
     logs.mkdir(exist_ok=True)
     try:
@@ -199,6 +208,13 @@ def stop_local_suite(suite: LocalSuite, timeout: float = 20.0) -> dict[str, int 
             process.kill()
             codes[name] = process.wait()
     return codes
+
+
+def _publishers_setting(publishers: Sequence[str] | None) -> str:
+    configured = [p.strip() for p in os.environ.get("C2D_PUBLISHERS", "").split(",") if p.strip()]
+    if publishers is None:
+        return ",".join(configured) or "*"
+    return ",".join(dict.fromkeys([*configured, *publishers]))
 
 
 def _metrics_env(metrics_ports: dict[str, int] | None, service: str) -> dict[str, str]:
