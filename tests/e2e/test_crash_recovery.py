@@ -10,6 +10,11 @@ back with GetJobDetails) in a phase some service has not been killed in yet, tha
 killed at once. Whether a kill landed in a phase is decided by the stored history, not by what the
 client saw: it did when some job's last event stored before the kill is that phase. Every service
 must have been killed in every phase (configuring, running, publishing).
+
+The dataset comes from an HTTP server that sends it slowly (a few 64 KiB pieces with a pause
+between them), so each job's configuration phase is a real fetch in the configuration sandbox
+lasting about a second. A file:// dataset would be laid out by the engine itself in a few
+milliseconds, a phase no kill could be aimed at.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from c2d_common.server import insecure_channel
 from c2d_common.signing import address_of, signing_interceptors
 from c2d_common.status import JobStatus
 from tests.conftest import requires_bwrap
+from tests.servers.http_files import FileServer
 
 pytestmark = [pytest.mark.e2e, requires_bwrap]
 
@@ -120,11 +126,11 @@ class Kills:
 @pytest.mark.timeout(175)  # 75-150 s on this shared 2-core machine: the restarts dominate
 async def test_random_kills_lose_no_job(tmp_path: Path) -> None:
     rng = random.Random(20261126)
-    data = tmp_path / "data" / "d.csv"
-    data.parent.mkdir()
-    data.write_text("a\n1\n")
+    files = FileServer()
+    # Four 64 KiB pieces, 0.25 s apart: about a second of configuring per job.
+    dataset_url = files.add("/d.csv", b"a\n" + b"1\n" * (128 * 1024), delay_seconds=0.25)
     extra = {
-        "C2D_FILE_URL_ROOTS": str(data.parent),
+        "C2D_ALLOW_PRIVATE_INPUT_HOSTS": "1",  # the file server is on 127.0.0.1
         "C2D_ENGINE_RETRY_SECONDS": "120",
         "C2D_LOG_LEVEL": "warning",
     }
@@ -260,7 +266,7 @@ async def test_random_kills_lose_no_job(tmp_path: Path) -> None:
         tasks: list[asyncio.Task[None]] = []  # the starter
         try:
             async with ProviderClient(suite.provider_address, CONSUMER_KEY) as client:
-                did = await client.publish_asset(dataset_ddo("d", [data.as_uri()]))
+                did = await client.publish_asset(dataset_ddo("d", [dataset_url]))
             tasks.append(asyncio.create_task(start_jobs(did)))
             await kill_in_every_phase()
             await tasks[0]
@@ -283,6 +289,7 @@ async def test_random_kills_lose_no_job(tmp_path: Path) -> None:
             for task in [*followers, *tasks]:
                 task.cancel()
             await channel.close()
+            files.close()
     elapsed = time.monotonic() - began
 
     assert len(followed) >= MIN_JOBS
