@@ -1,6 +1,12 @@
 """Property-based fuzzing of every RPC of the three services, against real servers: whatever the
 request (well-formed messages with arbitrary field values, or arbitrary bytes), the answer is one
-of the documented status codes, never UNKNOWN or INTERNAL, and every server stays healthy.
+of the documented status codes, never UNKNOWN or INTERNAL, and every server stays healthy: it
+answers its health check and still runs a normal job to FINISHED.
+
+Some generated ids are those of real jobs (finished or running, the signing consumer's or another
+consumer's), so the owner and state checks behind validation are fuzzed too. The engine's default
+environment is tiny (a few seconds, small phase limits): a fuzzed RunJob or RegisterJob that passes
+validation starts a real job in a real sandbox, and each such job ends within seconds.
 
 The suite runs on an event loop in a thread of its own; hypothesis drives it through blocking
 gRPC clients, one call per example.
@@ -10,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -28,8 +35,21 @@ from c2d.engine.v1 import service_pb2 as engine_service
 from c2d.operator.v1 import service_pb2 as operator_service
 from c2d.provider.v1 import service_pb2 as provider_service
 from c2d_common.signing import NonceClock, SignatureError, sign_request
+from c2d_common.status import JobStatus
+from engine_svc.config import DEFAULT_ENVIRONMENTS, EngineSettings
+from engine_svc.domain.model import Environment
 from tests.conftest import requires_bwrap
-from tests.harness import CONSUMER, CONSUMER_KEY, PROVIDER, PUBLISHER, PUBLISHER_KEY, running_suite
+from tests.harness import (
+    CONSUMER,
+    CONSUMER_KEY,
+    OTHER_CONSUMER,
+    PROVIDER,
+    PUBLISHER,
+    PUBLISHER_KEY,
+    Suite,
+    running_suite,
+)
+from tests.integration import jobs
 
 pytestmark = requires_bwrap
 
@@ -48,8 +68,31 @@ STREAM_EXTRA = {grpc.StatusCode.DEADLINE_EXCEEDED}
 CALL_SECONDS = 3.0
 FD = pb_descriptor.FieldDescriptor
 
+# The first environment is the default one: what a fuzzed job runs in unless it names another.
+TINY = Environment(
+    id="local-tiny",
+    description="fuzzed jobs: 3 s at most",
+    cpus=1.0,
+    memory_bytes=256 * 1024**2,
+    disk_bytes=16 * 1024**2,
+    max_duration_seconds=3,
+)
+ENGINE = EngineSettings(
+    environments=(TINY, *DEFAULT_ENVIRONMENTS),
+    configure_timeout_seconds=5,
+    publish_timeout_seconds=5,
+    max_concurrent_jobs=4,
+)
+
+# Real jobs, made by the servers fixture before any example is drawn: finished and running ones,
+# the signing consumer's (CONSUMER) and another's.
+REAL_JOB_IDS: list[str] = []
+REAL_JOB_ID = st.integers(0, 63).map(lambda i: REAL_JOB_IDS[i % len(REAL_JOB_IDS)])
+
 # Values that look almost right reach deeper than random text does.
-JOB_ID_LIKE = st.one_of(st.text("0123456789abcdef", min_size=32, max_size=32), st.just("0" * 32))
+JOB_ID_LIKE = st.one_of(
+    st.text("0123456789abcdef", min_size=32, max_size=32), st.just("0" * 32), REAL_JOB_ID, REAL_JOB_ID
+)
 ADDRESS_LIKE = st.builds(lambda h: "0x" + h, st.text("0123456789abcdefABCDEF", min_size=40, max_size=40))
 DID_LIKE = st.builds(lambda h: "did:op:" + h, st.text("0123456789abcdef", min_size=64, max_size=64))
 TEXT = st.one_of(st.text(max_size=200), JOB_ID_LIKE, ADDRESS_LIKE, DID_LIKE, st.just(""))
@@ -131,9 +174,44 @@ def _build(cls: type[pb_message.Message], values: dict[str, object]) -> pb_messa
     return message
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class Servers:
     addresses: dict[str, str]
+    suite: Suite
+    loop: asyncio.AbstractEventLoop
+    dataset: str
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Runs a coroutine on the suite's loop (its channel belongs there) and waits for it."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=120)
+
+
+async def _make_real_jobs(suite: Suite, dataset: str) -> list[str]:
+    made = []
+    for consumer in (CONSUMER, OTHER_CONSUMER):
+        finished = await jobs.start_raw(suite, [dataset], "print('ok')", consumer=consumer)
+        running = await jobs.start_raw(
+            suite,
+            [dataset],
+            "import time\ntime.sleep(600)\n",
+            consumer=consumer,
+            environment_id=DEFAULT_ENVIRONMENTS[0].id,
+        )
+        made += [finished.job_id, running.job_id]
+    # Finished and running before the first example, so that each is in the state it stands for.
+    for index, job_id in enumerate(made):
+        consumer = CONSUMER if index < 2 else OTHER_CONSUMER
+        wanted = JobStatus.FINISHED if index % 2 == 0 else JobStatus.RUNNING
+        for _ in range(1200):
+            if (await jobs.details(suite, job_id, consumer)).job.status == wanted:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"job {job_id} never reached {wanted.name}")
+    return made
 
 
 @pytest.fixture(scope="module")
@@ -141,16 +219,27 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     root: Path = tmp_path_factory.mktemp("fuzz")
     ready = threading.Event()
     stop: list[asyncio.Event] = []
-    holder: dict[str, str] = {}
+    holder: list[Servers] = []
     failure: list[BaseException] = []
 
     async def serve() -> None:
         stop.append(asyncio.Event())
-        async with running_suite(root / "suite") as suite:
-            holder.update(
-                provider=suite.provider_address,
-                operator=f"127.0.0.1:{suite.operator.port}",
-                engine=f"127.0.0.1:{suite.engine.port}",
+        async with running_suite(root / "suite", engine_settings=ENGINE) as suite:
+            data = root / "data.csv"
+            data.write_text("a\n1\n")
+            dataset = await jobs.publish_dataset(suite, [data])
+            REAL_JOB_IDS[:] = await _make_real_jobs(suite, dataset)
+            holder.append(
+                Servers(
+                    {
+                        "provider": suite.provider_address,
+                        "operator": f"127.0.0.1:{suite.operator.port}",
+                        "engine": f"127.0.0.1:{suite.engine.port}",
+                    },
+                    suite,
+                    asyncio.get_running_loop(),
+                    dataset,
+                )
             )
             ready.set()
             await stop[0].wait()
@@ -167,11 +256,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    assert ready.wait(60), "the suite did not start"
+    assert ready.wait(120), "the suite did not start"
     assert not failure, failure
-    yield Servers(dict(holder))
-    loop_of_stop = stop[0]._loop  # type: ignore[attr-defined]
-    loop_of_stop.call_soon_threadsafe(stop[0].set)
+    yield holder[0]
+    holder[0].loop.call_soon_threadsafe(stop[0].set)
     thread.join(60)
 
 
@@ -181,7 +269,11 @@ SERVICES = [
     ("operator", operator_service.DESCRIPTOR.services_by_name["OperatorService"]),
     ("engine", engine_service.DESCRIPTOR.services_by_name["EngineService"]),
 ]
-METHODS = [(server, method) for server, service in SERVICES for method in service.methods]
+# The calls that stop jobs last, so that the real running jobs are still running for the others.
+METHODS = sorted(
+    ((server, method) for server, service in SERVICES for method in service.methods),
+    key=lambda item: item[1].name in ("Stop", "StopJob"),
+)
 
 
 def _call(address: str, method: pb_descriptor.MethodDescriptor, payload: bytes) -> grpc.StatusCode:
@@ -225,11 +317,6 @@ def _allowed(method: pb_descriptor.MethodDescriptor) -> set[grpc.StatusCode]:
 
 @pytest.mark.parametrize(("server", "method"), METHODS, ids=[f"{s}-{m.name}" for s, m in METHODS])
 def test_well_formed_requests_get_documented_codes(servers: Servers, server: str, method) -> None:  # type: ignore[no-untyped-def]
-    if method.name == "RunJob":
-        pytest.skip(
-            "RunJob with arbitrary specs starts arbitrary jobs; its raw-bytes fuzz below covers parsing"
-        )
-
     @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(message_strategy(method.input_type), st.booleans())
     def check(request: pb_message.Message, sign: bool) -> None:
@@ -336,3 +423,11 @@ def test_every_server_is_still_serving(servers: Servers) -> None:
         with grpc.insecure_channel(address) as channel:
             response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert response.status == health_pb2.HealthCheckResponse.SERVING
+    # And still does its work: a normal job runs to the end, its result intact.
+    suite = servers.suite
+    code = "open('/data/outputs/r', 'w').write('ok')\n"
+    started = servers.run(jobs.start_raw(suite, [servers.dataset], code))
+    job = servers.run(jobs.wait_terminal(suite, started.job_id))
+    assert job.status == JobStatus.FINISHED, job.status_text
+    _, data = servers.run(jobs.download(suite, job.job_id, "r", jobs.OUTPUT))
+    assert data == b"ok"
