@@ -39,6 +39,10 @@ import sys
 
 from podtools.resultfile import write_result
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time: a podtool's start-up is paid by every job
+    from typing import Any
+
 OUTPUTS = "/data/outputs"
 LOGS = "/data/logs"
 CAPTURED_LOGS = "/c2d/algorithm-logs"
@@ -56,16 +60,14 @@ class PublishError(Exception):
 SMALL_FILE_BYTES = 4 * 1024 * 1024
 
 
-def sha256_for(size: int):  # type: ignore[no-untyped-def]  # a hash object
+def sha256_for(size: int) -> Any:
+    """A sha256 hash object for a file of `size` bytes."""
     if size <= SMALL_FILE_BYTES:
-        try:
-            from _sha256 import sha256  # Python 3.11
-        except ImportError:
+        for module in ("_sha256", "_sha2"):  # Python 3.11; 3.12 and later
             try:
-                from _sha2 import sha256  # type: ignore[no-redef]  # Python 3.12 and later
+                return __import__(module).sha256()
             except ImportError:
-                from hashlib import sha256
-        return sha256()
+                continue
     import hashlib
 
     return hashlib.sha256()

@@ -8,7 +8,6 @@ escapes the strings, so the output is what json.dumps(..., ensure_ascii=True) wr
 from __future__ import annotations
 
 import os
-
 from _json import encode_basestring_ascii as _json_string
 
 _INFINITY = float("inf")
