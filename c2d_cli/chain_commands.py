@@ -257,7 +257,7 @@ async def cmd_order(client: ProviderClient, args: argparse.Namespace) -> int:
     algorithm = args.algorithm if args.algorithm.startswith("did:") else ""
     response = await client.initialize_compute(args.dataset, algorithm, args.env)
     if not response.quotes:
-        _say("this environment is free: no order is needed")
+        _say("this environment is free and nothing this job uses has a price: no order is needed")
         return 0
     orders = await asyncio.to_thread(place_orders, args.rpc_url, client.private_key, response)
     for did, tx in orders:

@@ -4,8 +4,10 @@ Requests reach it authenticated (provider_svc.domain.auth): `consumer` is the pr
 checks, each with its own answer: the datasets exist and each has a compute service served by this
 provider that permits algorithms; the algorithm is trusted (deny by default: a trusted DID with
 matching checksums, a trusted publisher, or a raw algorithm where every dataset allows raw ones);
-the environment fits; and, unless the environment is free, a valid order on chain pays for each
-asset, each order paying for one job only. Every read or control of a job checks its owner.
+the environment fits; and a valid order on chain pays for each priced asset (one with a
+datatoken), each order paying for one job only. In a paid environment every asset must be priced
+(the order carries the environment's fee); a free environment waives the provider's fee, never a
+dataset's price. Every read or control of a job checks its owner.
 """
 
 from __future__ import annotations
@@ -58,7 +60,13 @@ class OrderChecking(Protocol):
     chain_id: int
 
     def quote_provider_fee(
-        self, *, datatoken: str, service_index: int, environment_id: str, consumer: str
+        self,
+        *,
+        datatoken: str,
+        service_index: int,
+        environment_id: str,
+        consumer: str,
+        amount: int | None = None,
     ) -> Any: ...
 
     async def verify_order(
@@ -109,6 +117,27 @@ class Payable:
 
 def _files(service: dict[str, Any]) -> list[job_pb2.FileLocation]:
     return [file_location(f) for f in service["files"]]
+
+
+def _to_be_ordered(environment: job_pb2.ComputeEnvironment, payables: list[Payable]) -> list[Payable]:
+    """The assets an order must pay for. In a paid environment, all of them (an asset without a
+    datatoken is refused there: nothing could carry the environment's fee); in a free one, those
+    with a price. Ocean's free environments likewise waive the compute fee, not the dataset's."""
+    if not environment.free:
+        return payables
+    return [p for p in payables if p.service.get("datatokenAddress")]
+
+
+def _no_chain(environment: job_pb2.ComputeEnvironment, payables: list[Payable]) -> str:
+    if environment.free:
+        priced = payables[0]
+        return (
+            f"{priced.asset.did} has a price (datatoken {priced.service.get('datatokenAddress')}), "
+            "and this provider checks no chain, so it cannot take its order"
+        )
+    return (
+        f"environment {environment.id} is paid, and this provider checks no chain: choose a free environment"
+    )
 
 
 def _public_job(job: job_pb2.Job) -> job_pb2.Job:
@@ -176,10 +205,11 @@ class ComputeFrontDoor:
                 f"it offers {', '.join(environment.runtimes)}"
             )
         request_id = request.request_id
-        if not environment.free:
-            if algorithm_asset is not None and "datatokenAddress" in algorithm_asset.service:
-                payables.append(algorithm_asset)
-            spends = await self._check_orders(request, environment, payables)
+        if algorithm_asset is not None and "datatokenAddress" in algorithm_asset.service:
+            payables.append(algorithm_asset)
+        priced = _to_be_ordered(environment, payables)
+        if priced:
+            spends = await self._check_orders(request, environment, priced)
             if not request_id:
                 # Paid jobs are always idempotent: the same orders answer the same job, so a
                 # consumer whose Start was lost never pays twice.
@@ -187,7 +217,9 @@ class ComputeFrontDoor:
                 request_id = "orders-" + hashlib.sha256(ids.encode()).hexdigest()[:32]
             await self.ledger.spend(spends, request.consumer, request_id)
         elif request.orders:
-            raise InvalidArgument(f"environment {environment.id} is free: send no orders")
+            raise InvalidArgument(
+                f"environment {environment.id} is free and no asset of this job has a price: send no orders"
+            )
         spec = job_pb2.JobSpec(
             datasets=[
                 job_pb2.DatasetInput(
@@ -239,10 +271,7 @@ class ComputeFrontDoor:
         self, request: StartJob, environment: job_pb2.ComputeEnvironment, payables: list[Payable]
     ) -> list[OrderSpend]:
         if self.orders is None:
-            raise FailedPrecondition(
-                f"environment {environment.id} is paid, and this provider checks no chain: "
-                "choose a free environment"
-            )
+            raise FailedPrecondition(_no_chain(environment, payables))
         by_did: dict[str, str] = {}
         for order in request.orders:
             check_did(order.did, "orders.did")
@@ -264,9 +293,14 @@ class ComputeFrontDoor:
                 )
             tx_id = by_did.get(payable.asset.did)
             if tx_id is None:
+                why = (
+                    f"its datatoken {datatoken} prices it (a free environment waives only the provider's fee)"
+                    if environment.free
+                    else f"environment {environment.id} is paid"
+                )
                 raise FailedPrecondition(
-                    f"no order for {payable.asset.did}: environment {environment.id} is paid; "
-                    "order it (InitializeCompute, then the datatoken's startOrder) and send the tx id"
+                    f"no order for {payable.asset.did}: {why}; order it (InitializeCompute, then "
+                    "the datatoken's startOrder) and send the tx id"
                 )
             verified = await self.orders.verify_order(
                 tx_hash=tx_id,
@@ -290,12 +324,6 @@ class ComputeFrontDoor:
         if len(dataset_dids) > MAX_DATASETS:
             raise InvalidArgument(f"a job takes at most {MAX_DATASETS} datasets")
         environment = await self._environment(environment_id)
-        if environment.free:
-            return []
-        if self.orders is None:
-            raise FailedPrecondition(
-                f"environment {environment.id} is paid, and this provider checks no chain"
-            )
         payables = [
             self._compute_service(self.assets.get(check_did(d, "dataset did")), environment)
             for d in dataset_dids
@@ -307,6 +335,11 @@ class ComputeFrontDoor:
             index, service = algorithm.algorithm_service()
             if "datatokenAddress" in service:
                 payables.append(Payable(algorithm, index, service))
+        payables = _to_be_ordered(environment, payables)
+        if not payables:
+            return []
+        if self.orders is None:
+            raise FailedPrecondition(_no_chain(environment, payables))
         quotes = []
         for payable in payables:
             datatoken = payable.service.get("datatokenAddress")
@@ -319,6 +352,8 @@ class ComputeFrontDoor:
                 service_index=payable.service_index,
                 environment_id=environment.id,
                 consumer=consumer,
+                # A free environment's quote is for the dataset's order alone: no fee to pay.
+                amount=0 if environment.free else None,
             )
             quotes.append(
                 pb.OrderQuote(

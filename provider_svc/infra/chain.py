@@ -194,9 +194,11 @@ def quote_provider_fee(
     consumer: str,
     valid_seconds: int | None = None,
     now: float | None = None,
+    amount: int | None = None,
 ) -> ProviderFee:
     """A provider fee signed by this provider, which ERC20Template.startOrder accepts, valid for
-    `valid_seconds` (default: the settings') from `now` (default: the wall clock)."""
+    `valid_seconds` (default: the settings') from `now` (default: the wall clock), of `amount`
+    (default: the settings'; 0 for a free environment)."""
     for name, address in (("datatoken", datatoken), ("consumer", consumer)):
         if not Web3.is_address(address):
             raise InvalidArgument(f"the {name} {address!r} is not an address")
@@ -216,14 +218,15 @@ def quote_provider_fee(
     fee_address = settings.provider_address
     fee_token = Web3.to_checksum_address(settings.provider_fee_token)
     valid_until = issued_at + seconds
-    message_hash = fee_message_hash(
-        provider_data, fee_address, fee_token, settings.provider_fee_amount, valid_until
-    )
+    fee_amount = settings.provider_fee_amount if amount is None else amount
+    if fee_amount < 0:
+        raise InvalidArgument("a provider fee cannot be negative")
+    message_hash = fee_message_hash(provider_data, fee_address, fee_token, fee_amount, valid_until)
     signed = Account.sign_message(encode_defunct(primitive=message_hash), settings.provider_key)
     return ProviderFee(
         provider_fee_address=fee_address,
         provider_fee_token=fee_token,
-        provider_fee_amount=settings.provider_fee_amount,
+        provider_fee_amount=fee_amount,
         v=signed.v,
         r=signed.r.to_bytes(32, "big"),
         s=signed.s.to_bytes(32, "big"),
@@ -428,6 +431,7 @@ class OrderChecker:
         consumer: str,
         valid_seconds: int | None = None,
         now: float | None = None,
+        amount: int | None = None,
     ) -> ProviderFee:
         return quote_provider_fee(
             self.settings,
@@ -437,6 +441,7 @@ class OrderChecker:
             consumer=consumer,
             valid_seconds=valid_seconds,
             now=now,
+            amount=amount,
         )
 
     async def verify_order(

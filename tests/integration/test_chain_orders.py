@@ -16,6 +16,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from c2d_common.env import ConfigError
+from c2d_common.errors import InvalidArgument
 from provider_svc.infra.chain import (
     ONE_DATATOKEN,
     ZERO_ADDRESS,
@@ -174,6 +175,48 @@ async def test_a_provider_fee_in_ocean_is_paid_to_the_provider(ocean_chain: Ocea
 
     assert (order.provider_fee_token, order.provider_fee_amount) == (ocean_chain.ocean.address, amount)
     assert int(ocean_chain.ocean.functions.balanceOf(ocean_chain.provider.address).call()) == before + amount
+
+
+async def test_a_zero_fee_quote_of_a_fee_charging_provider_is_an_order_that_pays_no_fee(
+    ocean_chain: OceanChain,
+) -> None:
+    """A free environment's quote (amount 0) from a provider whose fee is 5 OCEAN: the datatoken
+    order goes through and nothing is paid to the provider; it is still bound to its environment."""
+    settings = ocean_chain.chain_settings(
+        provider_fee_token=ocean_chain.ocean.address, provider_fee_amount=5 * 10**18
+    )
+    datatoken = ocean_chain.publish_datatoken()
+    before = int(ocean_chain.ocean.functions.balanceOf(ocean_chain.provider.address).call())
+    async with OrderChecker(settings) as checker:
+        fee = checker.quote_provider_fee(
+            datatoken=datatoken,
+            service_index=0,
+            environment_id=ENVIRONMENT,
+            consumer=ocean_chain.consumer.address,
+            amount=0,
+        )
+        assert fee.provider_fee_amount == 0
+        tx_hash = ocean_chain.start_order(ocean_chain.consumer, datatoken, 0, fee)
+        order = await verify(checker, ocean_chain, tx_hash, datatoken)
+        assert order.provider_fee_amount == 0
+        with pytest.raises(ProviderFeeMismatch):
+            await checker.verify_order(
+                tx_hash=tx_hash,
+                datatoken=datatoken,
+                service_index=0,
+                consumer=ocean_chain.consumer.address,
+                service_timeout_seconds=0,
+                environment_id="another-environment",
+            )
+        with pytest.raises(InvalidArgument):
+            checker.quote_provider_fee(
+                datatoken=datatoken,
+                service_index=0,
+                environment_id=ENVIRONMENT,
+                consumer=ocean_chain.consumer.address,
+                amount=-1,
+            )
+    assert int(ocean_chain.ocean.functions.balanceOf(ocean_chain.provider.address).call()) == before
 
 
 def test_a_quote_round_trips_through_json(ocean_chain: OceanChain) -> None:

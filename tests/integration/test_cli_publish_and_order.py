@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import os
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from tests.harness import (
     Suite,
     running_suite,
 )
+from tests.servers.http_files import FileServer
 
 pytestmark = [requires_bwrap, pytest.mark.sandbox, pytest.mark.asyncio(loop_scope="module")]
 
@@ -78,7 +80,10 @@ async def market(chain: OceanChain, tmp_path_factory: pytest.TempPathFactory) ->
     checker = OrderChecker(chain.chain_settings(provider_key=PROVIDER_KEY))
     try:
         async with running_suite(
-            folder / "suite", engine_settings=EngineSettings(environments=(PAID, FREE)), orders=checker
+            folder / "suite",
+            # The algorithm files some tests serve come from 127.0.0.1.
+            engine_settings=EngineSettings(environments=(PAID, FREE), allow_private_input_hosts=True),
+            orders=checker,
         ) as suite:
             yield Market(suite, chain, folder)
     finally:
@@ -289,9 +294,15 @@ async def test_only_a_minter_mints(market: Market) -> None:
     assert market.chain.balance_of(datatoken, CONSUMER) == 0
 
 
-async def test_a_free_environment_needs_no_order(market: Market) -> None:
-    did, _ = await _paid_dataset(market)
+async def test_a_free_environment_needs_an_order_for_a_priced_dataset_only(market: Market) -> None:
+    did, datatoken = await _paid_dataset(market)
     ordered = await c2d(market, "order", "--dataset", did, "--env", "free")
+    assert ordered.code == 0, ordered.err
+    assert ordered.last_line.startswith(f"{did}=0x")
+    assert market.chain.balance_of(datatoken, CONSUMER) == 0, "the order took the datatoken"
+    unpriced = await c2d(market, "publish", "data.csv", "--name", "open data", "--allow-raw", key="publisher")
+    assert unpriced.code == 0, unpriced.err
+    ordered = await c2d(market, "order", "--dataset", unpriced.last_line, "--env", "free")
     assert ordered.code == 0 and ordered.out == "" and "no order is needed" in ordered.err
 
 
@@ -392,3 +403,90 @@ async def test_start_with_a_local_file_publishes_it_for_the_consumer_s_own_algor
         market, "start", "--dataset", "data.csv", "--algorithm", "algo.py", "--env", "free", "--watch"
     )
     assert started.code == 0 and "FINISHED" in started.out, started.out + started.err
+
+
+# --- pinning remote files -------------------------------------------------------------------------
+
+
+async def test_an_algorithm_at_a_url_is_pinned_at_publish_so_a_dataset_can_trust_it(market: Market) -> None:
+    """`c2d publish --type algorithm URL` downloads the file once and declares its sha256 and size:
+    without them no dataset could trust it by DID, and with them the engine refuses other bytes."""
+    server = FileServer()
+    try:
+        code = ALGORITHM.encode()
+        url = server.add("/algo.py", code)
+        published = await c2d(
+            market, "publish", url, "--type", "algorithm", "--name", "remote", key="publisher"
+        )
+        assert published.code == 0, published.err
+        algorithm = published.last_line
+        assert f"sha256 {hashlib.sha256(code).hexdigest()}, {len(code)} bytes" in published.err
+        dataset = await c2d(
+            market,
+            "publish",
+            "data.csv",
+            "--name",
+            "trusting",
+            "--trust-algorithm",
+            algorithm,
+            key="publisher",
+        )
+        assert dataset.code == 0, dataset.err
+        start = (
+            "start",
+            "--dataset",
+            dataset.last_line,
+            "--algorithm",
+            algorithm,
+            "--env",
+            "free",
+            "--watch",
+        )
+        ran = await c2d(market, *start)
+        assert ran.code == 0 and "FINISHED" in ran.out, ran.out + ran.err
+        # The same size, other bytes, at the same URL after the dataset trusted it: never runs.
+        server.add("/algo.py", code.replace(b"seen.txt", b"seem.txt"))
+        swapped = await c2d(market, *start)
+        assert swapped.code == 1 and "ALGORITHM_PROVISIONING_FAILED" in swapped.out, swapped.out + swapped.err
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("files", "extra", "says"),
+    [
+        (["s3://bucket/algo.py"], [], "give its sha256 with --sha256"),
+        (["s3://bucket/algo.py"], ["--sha256", "abc"], "is not a sha256"),
+        (["s3://bucket/a.py", "s3://bucket/b.py"], ["--sha256", "a" * 64], "one --sha256 per file (2)"),
+        (["http://127.0.0.1:9/algo.py"], [], "could not download http://127.0.0.1:9/algo.py"),
+    ],
+    ids=["s3-undeclared", "not-hex", "one-of-two", "unreachable"],
+)
+async def test_an_algorithm_that_cannot_be_pinned_is_not_published(
+    market: Market, files: list[str], extra: list[str], says: str
+) -> None:
+    published = await c2d(
+        market, "publish", *files, "--type", "algorithm", "--name", "unpinned", *extra, key="publisher"
+    )
+    assert published.code != 0 and says in published.err, published.err
+    assert published.out == "", "no DID: nothing was published"
+
+
+async def test_a_declared_sha256_pins_a_file_c2d_cannot_download(market: Market) -> None:
+    digest = hashlib.sha256(b"print(1)\n").hexdigest()
+    published = await c2d(
+        market,
+        "publish",
+        "s3://bucket/algo.py",
+        "--type",
+        "algorithm",
+        "--name",
+        "declared",
+        "--sha256",
+        digest.upper(),
+        key="publisher",
+    )
+    assert published.code == 0, published.err
+    checksums = await c2d(market, "checksums", published.last_line)
+    assert checksums.code == 0, checksums.err
+    assert hashlib.sha256(digest.encode()).hexdigest() in checksums.out

@@ -102,7 +102,11 @@ async def _dataset(
 
 
 async def _quotes(
-    market: Market, dids: list[str], algorithm_did: str = "", consumer: str = CONSUMER
+    market: Market,
+    dids: list[str],
+    algorithm_did: str = "",
+    consumer: str = CONSUMER,
+    environment_id: str = "paid",
 ) -> list[pb.OrderQuote]:
     response = await market.suite.compute.InitializeCompute(
         pb.InitializeComputeRequest(
@@ -110,7 +114,7 @@ async def _quotes(
             dataset_did=dids[0],
             additional_dataset_dids=dids[1:],
             algorithm_did=algorithm_did,
-            environment_id="paid",
+            environment_id=environment_id,
         ),
         timeout=T,
     )
@@ -342,6 +346,45 @@ async def test_a_dataset_without_datatoken_runs_in_free_environments_only(market
     free.environment_id = "free"
     started = await market.suite.compute.Start(free, timeout=T)
     assert (await jobs.wait_terminal(market.suite, started.job_id)).status == JobStatus.FINISHED
+
+
+async def test_a_priced_dataset_needs_its_order_in_a_free_environment_too(market: Market) -> None:
+    """A free environment waives the provider's fee, not the dataset's price: otherwise any provider
+    offering a free environment beside a paid one would let every consumer skip paying."""
+    did, datatoken = await _dataset(market)
+    unpaid = _start([did], {})
+    unpaid.environment_id = "free"
+    code, details = await _refused(market, unpaid)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and f"no order for {did}" in details
+    assert "free environment waives only the provider's fee" in details
+
+    (quote,) = await _quotes(market, [did], environment_id="free")
+    assert quote.did == did and quote.datatoken_address.lower() == datatoken.lower()
+    assert quote.provider_fee.provider_fee_amount == "0", "a free environment charges no fee"
+    # The free environment's quote is bound to it: it cannot pay for the paid environment.
+    code, details = await _refused(market, _start([did], {did: _order(market, quote)}))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "for environment 'free'" in details
+
+    (quote,) = await _quotes(market, [did], environment_id="free")
+    paid = _start([did], {did: _order(market, quote)})
+    paid.environment_id = "free"
+    started = await market.suite.compute.Start(paid, timeout=T)
+    assert (await jobs.wait_terminal(market.suite, started.job_id)).status == JobStatus.FINISHED
+    # And that order pays for that job only, in the free environment as in a paid one.
+    paid.request_id = "another-job"
+    code, details = await _refused(market, paid)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "already paid for another job" in details
+
+
+async def test_a_free_environment_with_unpriced_assets_takes_no_orders(market: Market) -> None:
+    did = await jobs.publish_dataset(market.suite, [market.data_dir / "data.csv"])
+    assert await _quotes(market, [did], environment_id="free") == []
+    priced, _ = await _dataset(market)
+    (quote,) = await _quotes(market, [priced], environment_id="free")
+    request = _start([did], {did: _order(market, quote)})
+    request.environment_id = "free"
+    code, details = await _refused(market, request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "send no orders" in details
 
 
 # --- the DDO's chain ----------------------------------------------------------------------------------
