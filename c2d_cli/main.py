@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -77,12 +78,13 @@ def dataset_ddo(
     datatoken: str = "",
     timeout: int = 0,
     allow_network: bool = False,
+    pins: Pins | None = None,
 ) -> dict[str, Any]:
     """A dataset with one compute service. A dataset that allows raw algorithms lets every consumer
     run any code on it and read back what it prints, so `c2d publish` allows them only with
     --allow-raw, and every caller here says allow_raw explicitly. (The default stays True for the
     scripts that publish their own file for their own raw algorithm: tests/e2e and bench/.)"""
-    files = [_file_entry(url) for url in urls]
+    files = [_file_entry(url, (pins or {}).get(url)) for url in urls]
     service: dict[str, Any] = {
         "type": "compute",
         "files": files,
@@ -103,9 +105,14 @@ def dataset_ddo(
 
 
 def algorithm_ddo(
-    name: str, urls: list[str], entrypoint: str, runtime: str, datatoken: str = ""
+    name: str,
+    urls: list[str],
+    entrypoint: str,
+    runtime: str,
+    datatoken: str = "",
+    pins: Pins | None = None,
 ) -> dict[str, Any]:
-    service: dict[str, Any] = {"type": "access", "files": [_file_entry(u) for u in urls]}
+    service: dict[str, Any] = {"type": "access", "files": [_file_entry(u, (pins or {}).get(u)) for u in urls]}
     if datatoken:
         service["datatokenAddress"] = datatoken
     return {
@@ -118,15 +125,72 @@ def algorithm_ddo(
     }
 
 
-def _file_entry(url: str) -> dict[str, Any]:
-    """A DDO file; a local file gets its sha256 and size, which pin it (an algorithm can only be
-    trusted by DID when every file has a checksum)."""
+# A remote file's declared sha256 and, where known, size: url -> (sha256, size or None).
+Pins = dict[str, tuple[str, int | None]]
+PIN_TIMEOUT_SECONDS = 60
+
+
+def _file_entry(url: str, pin: tuple[str, int | None] | None = None) -> dict[str, Any]:
+    """A DDO file; a local file gets its sha256 and size, a remote one what `pin` says: that pins
+    it (an algorithm can only be trusted by DID when every file has a checksum, and the engine
+    refuses bytes that differ)."""
     entry: dict[str, Any] = {"url": url}
     path = _local_path(url)
     if path is not None:
-        entry["checksum"] = hashlib.sha256(path.read_bytes()).hexdigest()
-        entry["contentLength"] = path.stat().st_size
+        digest = hashlib.sha256()
+        size = 0
+        with path.open("rb") as source:
+            while block := source.read(1024 * 1024):
+                digest.update(block)
+                size += len(block)
+        entry["checksum"] = digest.hexdigest()
+        entry["contentLength"] = size
+    elif pin is not None:
+        entry["checksum"] = pin[0]
+        if pin[1] is not None:
+            entry["contentLength"] = pin[1]
     return entry
+
+
+def pin_remote_files(urls: list[str], declared: list[str]) -> Pins:
+    """The sha256 of each remote file: the one declared (--sha256, one per file, in order; `-`
+    for a local file or one to leave unpinned), else, for http(s), computed by downloading it once
+    (streamed, so any size fits in memory). s3:// and ipfs:// files need a declared one."""
+    if declared and len(declared) != len(urls):
+        raise SystemExit(f"c2d: give one --sha256 per file ({len(urls)}), or none; `-` skips a file")
+    pins: Pins = {}
+    for index, url in enumerate(urls):
+        given = declared[index] if declared else ""
+        if given == "-" or _local_path(url) is not None:
+            continue
+        if given:
+            if not re.fullmatch(r"[0-9a-f]{64}", given.lower()):
+                raise SystemExit(f"c2d: --sha256 {given[:80]!r} is not a sha256 (64 hex digits)")
+            pins[url] = (given.lower(), None)
+        elif urlparse(url).scheme in ("http", "https"):
+            pins[url] = _download_digest(url)
+        else:
+            raise SystemExit(
+                f"c2d: cannot pin {url}: c2d downloads only http(s) files to hash them; give its "
+                "sha256 with --sha256 (or --no-pin)"
+            )
+    return pins
+
+
+def _download_digest(url: str) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with urllib.request.urlopen(url, timeout=PIN_TIMEOUT_SECONDS) as response:
+            while block := response.read(1024 * 1024):
+                digest.update(block)
+                size += len(block)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(
+            f"c2d: could not download {url} to pin it ({exc}); give its sha256 with --sha256, or --no-pin"
+        ) from None
+    print(f"c2d: pinned {url}: sha256 {digest.hexdigest()}, {size} bytes", file=sys.stderr)
+    return digest.hexdigest(), size
 
 
 def _local_path(url: str) -> Path | None:
@@ -167,6 +231,9 @@ def _elapsed(start: float) -> str:
 
 async def cmd_publish(client: ProviderClient, args: argparse.Namespace) -> int:
     urls = [to_url(p) for p in args.files]
+    # An algorithm is pinned unless told not to (trust by DID needs it); a dataset when asked.
+    pin = args.pin if args.pin is not None else args.type == "algorithm"
+    pins = pin_remote_files(urls, args.sha256 or []) if pin or args.sha256 else {}
     if args.type == "dataset":
         try:
             trusted = [await client.trusted_algorithm(did) for did in args.trust_algorithm or []]
@@ -189,9 +256,12 @@ async def cmd_publish(client: ProviderClient, args: argparse.Namespace) -> int:
             datatoken=args.datatoken,
             timeout=args.timeout,
             allow_network=args.allow_network,
+            pins=pins,
         )
     else:
-        ddo = algorithm_ddo(args.name, urls, args.entrypoint, args.runtime, datatoken=args.datatoken)
+        ddo = algorithm_ddo(
+            args.name, urls, args.entrypoint, args.runtime, datatoken=args.datatoken, pins=pins
+        )
     did = await client.publish_asset(ddo)
     _out(did)
     return 0
@@ -511,6 +581,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish.add_argument(
         "--allow-network", action="store_true", help="dataset: may run in environments with network"
+    )
+    publish.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="declare each remote file's sha256 (http(s) files are downloaded once to hash them); "
+        "on for algorithms (trust by DID needs it), off for datasets",
+    )
+    publish.add_argument(
+        "--sha256",
+        action="append",
+        metavar="HEX",
+        help="the sha256 of each file, in order (`-` for none); needed to pin s3:// and ipfs:// files",
     )
     publish.add_argument("--entrypoint", default="python3 $ALGO", help="algorithm: its command line")
     publish.add_argument("--runtime", default="python3", help="algorithm: its runtime")
