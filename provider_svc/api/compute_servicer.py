@@ -144,7 +144,7 @@ class ComputeServicer(service_pb2_grpc.ComputeServiceServicer):
     async def InitializeCompute(
         self, request: pb.InitializeComputeRequest, context: grpc.aio.ServicerContext
     ) -> pb.InitializeComputeResponse:
-        consumer = check_address(request.consumer_address)
+        consumer = await self._consumer("InitializeCompute", request)
         quotes = await self.front_door.initialize(
             consumer,
             [request.dataset_did, *request.additional_dataset_dids],

@@ -141,6 +141,10 @@ async def test_an_unsigned_call_is_unauthenticated(
     assert "must be signed" in details
     code, _ = await _code(raw_stub.List(pb.ListRequest(consumer_address=CONSUMER), timeout=T))
     assert code == grpc.StatusCode.UNAUTHENTICATED
+    # A provider fee quote is bound to a consumer: only that consumer may ask for one.
+    quote = pb.InitializeComputeRequest(consumer_address=CONSUMER, dataset_did=raw_dataset)
+    code, _ = await _code(raw_stub.InitializeCompute(quote, timeout=T))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_a_signature_by_another_key_is_unauthenticated(
@@ -610,6 +614,27 @@ async def test_a_checksum_mismatch_is_denied(
     code, details = await _code(jobs.start_asset(suite, [did], algorithm))
     assert code == grpc.StatusCode.PERMISSION_DENIED
     assert f"({field} differs)" in details
+
+
+async def test_an_algorithm_changed_where_it_is_stored_after_it_was_trusted_never_runs(
+    suite: Suite, data_dir: Path
+) -> None:
+    """The trust names the checksums the DDO declares; the engine checks the bytes it fetches
+    against them, so an algorithm file swapped at its location after the dataset trusted it ends
+    the job as an algorithm provisioning failure, before anything of it ran."""
+    path = data_dir / "swapped.py"
+    path.write_text("open('/data/outputs/out.txt', 'w').write('trusted')\n")
+    algorithm = await jobs.publish_algorithm(suite, [path])
+    did = await _dataset_trusting(
+        suite, data_dir, {"publisherTrustedAlgorithms": [await jobs.trusted(suite, algorithm)]}
+    )
+    # Same size, other bytes: only the checksum can tell.
+    path.write_text("open('/data/outputs/out.txt', 'w').write('swapped')\n")
+    job = await jobs.wait_terminal(suite, (await jobs.start_asset(suite, [did], algorithm)).job_id)
+    assert job.status == JobStatus.ALGORITHM_PROVISIONING_FAILED, job.status_text
+    assert "sha256" in job.status_text or "checksum" in job.status_text, job.status_text
+    assert not jobs.results_by_name(job, jobs.OUTPUT), "nothing of the swapped algorithm ran"
+    assert not any(e.status == JobStatus.RUNNING for e in (await jobs.details(suite, job.job_id)).history)
 
 
 async def test_an_algorithm_without_file_checksums_cannot_be_trusted_by_did(

@@ -268,18 +268,20 @@ class ProviderFee(_message.Message):
     def __init__(self, provider_fee_address: _Optional[str] = ..., provider_fee_token: _Optional[str] = ..., provider_fee_amount: _Optional[str] = ..., v: _Optional[int] = ..., r: _Optional[str] = ..., s: _Optional[str] = ..., valid_until: _Optional[int] = ..., provider_data: _Optional[str] = ...) -> None: ...
 
 class InitializeComputeRequest(_message.Message):
-    __slots__ = ("consumer_address", "dataset_did", "additional_dataset_dids", "algorithm_did", "environment_id")
+    __slots__ = ("consumer_address", "dataset_did", "additional_dataset_dids", "algorithm_did", "environment_id", "auth")
     CONSUMER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     DATASET_DID_FIELD_NUMBER: _ClassVar[int]
     ADDITIONAL_DATASET_DIDS_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_DID_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
     consumer_address: str
     dataset_did: str
     additional_dataset_dids: _containers.RepeatedScalarFieldContainer[str]
     algorithm_did: str
     environment_id: str
-    def __init__(self, consumer_address: _Optional[str] = ..., dataset_did: _Optional[str] = ..., additional_dataset_dids: _Optional[_Iterable[str]] = ..., algorithm_did: _Optional[str] = ..., environment_id: _Optional[str] = ...) -> None: ...
+    auth: Authorization
+    def __init__(self, consumer_address: _Optional[str] = ..., dataset_did: _Optional[str] = ..., additional_dataset_dids: _Optional[_Iterable[str]] = ..., algorithm_did: _Optional[str] = ..., environment_id: _Optional[str] = ..., auth: _Optional[_Union[Authorization, _Mapping]] = ...) -> None: ...
 
 class OrderQuote(_message.Message):
     __slots__ = ("did", "datatoken_address", "service_index", "service_id", "provider_fee", "validity_seconds")

@@ -165,7 +165,8 @@ class ComputeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def InitializeCompute(self, request, context):
-        """Quotes what each asset's datatoken order must carry (the provider fee this provider signs).
+        """Quotes what each asset's datatoken order must carry (the provider fee this provider signs),
+        for the signing consumer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
