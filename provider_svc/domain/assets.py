@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import structlog
+
 from c2d.common.v1 import job_pb2
 from c2d_common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from c2d_common.file_urls import FileUrlPolicy, FileUrlRefused
+
+log = structlog.get_logger(__name__)
 
 MAX_DDO_BYTES = 256 * 1024
 MAX_FILES = 100
@@ -131,7 +135,9 @@ class AlgorithmChecksums:
 
     files: sha256 of the concatenated sha256 (lowercase hex) of the algorithm's files, in order;
     empty when a file declares no checksum (then no entry can trust it by DID: its content is not
-    pinned). container: sha256 of "<entrypoint>\n<image:tag or runtime>\n<image checksum>".
+    pinned). container: sha256 of "<entrypoint>\n<image:tag or empty>\n<runtime>\n<image checksum>":
+    the runtime is what the local backend runs and what a cluster maps to its image, so it is
+    pinned whether or not the DDO also names an image.
     The engine checks each file's sha256 as it fetches it, so the code that runs is the code
     that was trusted.
     """
@@ -147,8 +153,10 @@ def algorithm_checksums(ddo: dict[str, Any]) -> AlgorithmChecksums:
     files = hashlib.sha256("".join(checksums).encode()).hexdigest() if checksums and all(checksums) else ""
     container = ((ddo.get("metadata") or {}).get("algorithm") or {}).get("container") or {}
     image = container.get("image", "")
-    runtime = f"{image}:{container.get('tag', 'latest')}" if image else container.get("runtime", "python3")
-    text = f"{container.get('entrypoint', 'python3 $ALGO')}\n{runtime}\n{container.get('checksum', '')}"
+    image_tag = f"{image}:{container.get('tag', 'latest')}" if image else ""
+    runtime = container.get("runtime", "python3")
+    entrypoint = container.get("entrypoint", "python3 $ALGO")
+    text = f"{entrypoint}\n{image_tag}\n{runtime}\n{container.get('checksum', '')}"
     return AlgorithmChecksums(files=files, container=hashlib.sha256(text.encode()).hexdigest())
 
 
@@ -234,6 +242,13 @@ def validate_ddo(
         check_runtime(
             container.get("runtime", "python3"), "invalid DDO: metadata.algorithm.container.runtime"
         )
+        for key in ("image", "tag", "checksum"):
+            if key in container:
+                value = container[key]
+                _require(
+                    isinstance(value, str) and len(value) <= 512 and "\n" not in value,
+                    f"metadata.algorithm.container.{key} must be text of at most 512 characters, one line",
+                )
     services = ddo.get("services")
     if not isinstance(services, list) or not 0 < len(services) <= 16:
         raise InvalidArgument("invalid DDO: services must list 1 to 16 services")
@@ -473,6 +488,16 @@ class AssetStore:
         path = self.folder / f"{did.removeprefix('did:op:')}.json"
         try:
             stored = json.loads(path.read_text())
+            publisher, ddo = stored["publisher"], stored["ddo"]
+            if not isinstance(publisher, str) or not isinstance(ddo, dict):
+                raise TypeError("publisher or ddo of the wrong type")
         except FileNotFoundError:
             raise NotFound(f"no asset {did} is published on this provider") from None
-        return Asset(did=did, publisher=stored["publisher"], ddo=stored["ddo"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            # A record damaged on disk (by hand, or a full disk before this store wrote atomically):
+            # the consumer can do nothing about it but tell the publisher.
+            log.error("asset record unreadable", did=did, error=str(exc))
+            raise FailedPrecondition(
+                f"asset {did}'s record on this provider is damaged; ask its publisher to publish it again"
+            ) from None
+        return Asset(did=did, publisher=publisher, ddo=ddo)

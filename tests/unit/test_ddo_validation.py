@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from c2d_common.errors import InvalidArgument
-from provider_svc.domain.assets import MAX_DDO_BYTES, MAX_FILES, file_location, validate_ddo
+from c2d_common.errors import FailedPrecondition, InvalidArgument
+from c2d_common.file_urls import FileUrlPolicy
+from provider_svc.domain.assets import (
+    MAX_DDO_BYTES,
+    MAX_FILES,
+    AssetStore,
+    algorithm_checksums,
+    file_location,
+    validate_ddo,
+)
 
 SCHEMES = ("http", "https", "s3", "ipfs", "file")
 SHA = "a" * 64
@@ -185,6 +195,12 @@ REJECTED: dict[str, tuple[Any, str]] = {
         edited(dataset(), _set("services.0.files.0", {"url": "s3://bucket/key", "method": "POST"})),
         "POST is for http(s) files only",
     ),
+    "image-number": (algorithm({"image": 5}), "metadata.algorithm.container.image"),
+    "tag-list": (algorithm({"image": "python", "tag": ["3"]}), "metadata.algorithm.container.tag"),
+    "image-checksum-two-lines": (
+        algorithm({"image": "python", "checksum": "sha256:1\nsha256:2"}),
+        "metadata.algorithm.container.checksum",
+    ),
 }
 
 
@@ -272,3 +288,40 @@ def test_the_publisher_s_method_reaches_the_engine(method: str | None, expected:
     location = file_location(item)
     assert location.method == expected
     assert dict(location.headers) == {"Authorization": "Bearer t"}
+
+
+def test_the_container_checksum_pins_the_runtime_even_beside_an_image() -> None:
+    """Two algorithms that differ only in the runtime that runs them are two algorithms: a trust
+    entry for one must not let the other run."""
+    base = {"entrypoint": "python3 $ALGO", "image": "python", "tag": "3.11"}
+    one = algorithm_checksums(algorithm({**base, "runtime": "python3"})).container
+    other = algorithm_checksums(algorithm({**base, "runtime": "python3-science"})).container
+    assert one != other
+    assert one != algorithm_checksums(algorithm({**base, "runtime": "python3", "tag": "3.12"})).container
+    # What docs/signed-requests.md says it is, so tools in other languages compute the same.
+    text = "python3 $ALGO\npython:3.11\npython3\n"
+    assert one == hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"",
+        b"{not json",
+        b'{"ddo": {}}',
+        b'{"publisher": 5, "ddo": {}}',
+        b'{"publisher": "0x", "ddo": []}',
+        b"\xff\xfe",
+    ],
+    ids=["empty", "not-json", "no-publisher", "publisher-number", "ddo-list", "not-utf8"],
+)
+def test_a_damaged_asset_record_is_a_failed_precondition_not_an_internal_error(
+    tmp_path: Path, damage: bytes
+) -> None:
+    store = AssetStore(tmp_path, FileUrlPolicy(roots=()))
+    asset = store.publish("0x" + "1" * 40, dataset())
+    assert store.get(asset.did).ddo["id"] == asset.did
+    (tmp_path / f"{asset.did.removeprefix('did:op:')}.json").write_bytes(damage)
+    with pytest.raises(FailedPrecondition) as caught:
+        store.get(asset.did)
+    assert "damaged" in str(caught.value) and "publish it again" in str(caught.value)
