@@ -201,6 +201,26 @@ async def test_order_then_start_runs_the_job_and_the_order_pays_for_that_job_onl
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "already paid for another job" in details
 
 
+async def test_a_reused_order_pays_for_one_more_job(market: Market) -> None:
+    """Ocean's reuseOrder: an order still valid, a fresh provider fee paid for it. The reuse
+    transaction pays for one more job, once; the spent original pays for nothing more."""
+    did, datatoken = await _dataset(market)
+    (quote,) = await _quotes(market, [did])
+    order = _order(market, quote)
+    first = await market.suite.compute.Start(_start([did], {did: order}, request_id="reuse-1"), timeout=T)
+    assert (await jobs.wait_terminal(market.suite, first.job_id)).status == JobStatus.FINISHED
+
+    (fresh,) = await _quotes(market, [did])
+    reuse = market.chain.reuse_order(Account.from_key(CONSUMER_KEY), datatoken, order, _fee(fresh))
+    second = await market.suite.compute.Start(_start([did], {did: reuse}, request_id="reuse-2"), timeout=T)
+    assert second.job_id != first.job_id
+    job = await jobs.wait_terminal(market.suite, second.job_id)
+    assert job.status == JobStatus.FINISHED, job.status_text
+    for tx, request_id in ((reuse, "reuse-3"), (order, "reuse-4")):
+        code, details = await _refused(market, _start([did], {did: tx}, request_id=request_id))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "already paid for another job" in details
+
+
 async def test_paid_start_without_request_id_is_still_idempotent(market: Market) -> None:
     did, _ = await _dataset(market)
     (quote,) = await _quotes(market, [did])
