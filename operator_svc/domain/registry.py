@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from c2d.common.v1 import job_pb2
 from c2d_common.errors import InvalidArgument, NotFound
 from c2d_common.ids import check_job_id, new_job_id
 from c2d_common.status import DEFAULT_STATUS_TEXT, JobStatus
@@ -153,6 +154,13 @@ class JobRegistry:
         if not JobStatus(record.job.status).is_terminal:
             # A retried Start of a job nobody drives (its first dispatch was lost) drives it now.
             self._dispatch(record.job.job_id, owner, record.job.spec, record.job.engine)
+        if event is None and not _same_spec(record.job.spec, spec):
+            # A request id names one request: answering the first job to another request would
+            # let a consumer believe its new algorithm or data ran when they never did.
+            raise InvalidArgument(
+                f"request_id {request_id!r} already started job {record.job.job_id} with other "
+                "arguments; give a new job a new request_id"
+            )
         return record, event is not None
 
     def _dispatch(self, job_id: str, owner: str, spec: bytes, engine: str | None) -> None:
@@ -477,3 +485,14 @@ class JobRegistry:
         for task in drivers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _same_spec(stored: bytes, sent: bytes) -> bool:
+    """Whether two serialized job specs say the same thing (the bytes may differ: map entries,
+    such as a DDO's, need not serialize in one order)."""
+    if stored == sent:
+        return True
+    try:
+        return job_pb2.JobSpec.FromString(stored) == job_pb2.JobSpec.FromString(sent)
+    except Exception:  # an unreadable spec is not the same as any other
+        return False

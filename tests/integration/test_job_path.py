@@ -544,6 +544,13 @@ async def test_start_with_the_same_request_id_answers_the_same_job(suite: Suite,
         suite, [did], "print('once')", request_id="retry-me", consumer=OTHER_CONSUMER
     )
     assert other_owner.job_id != first.job_id, "a request_id is the consumer's own"
+    # The same request id with other arguments is another request, not a retry: refused, rather
+    # than answered with a job that never ran what was asked.
+    for code, parameters in (("print('twice')", None), ("print('once')", {"k": 1})):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await jobs.start_raw(suite, [did], code, request_id="retry-me", parameters=parameters)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"already started job {first.job_id} with other arguments" in (refused.value.details() or "")
 
     job = await jobs.wait_terminal(suite, first.job_id)
     assert job.status == JobStatus.FINISHED
