@@ -120,8 +120,10 @@ class ComputeServicer(service_pb2_grpc.ComputeServiceServicer):
         self, request: pb.GetNonceRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetNonceResponse:
         address = check_address(request.address, "address")
+        last = await self.auth.ledger.last_nonce(address)
         return pb.GetNonceResponse(
-            nonce=await self.auth.ledger.last_nonce(address),
+            nonce=last,
+            next_nonce=last + 1,
             provider_address=self.auth.provider_address,
             chain_id=self.front_door.chain_id,
         )

@@ -93,7 +93,9 @@ async def _signed(
     stub: provider_grpc.ComputeServiceStub, request: Any, method: str, key: str, nonce: int | None = None
 ) -> Any:
     if nonce is None:
-        nonce = await _last_nonce(stub, jobs_signer(request)) + 1
+        answer = await stub.GetNonce(pb.GetNonceRequest(address=jobs_signer(request)), timeout=T)
+        assert answer.next_nonce == answer.nonce + 1
+        nonce = answer.next_nonce
     sign_request(request, method, PROVIDER, key, nonce)
     return request
 

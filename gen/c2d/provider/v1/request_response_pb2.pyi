@@ -238,14 +238,16 @@ class GetNonceRequest(_message.Message):
     def __init__(self, address: _Optional[str] = ...) -> None: ...
 
 class GetNonceResponse(_message.Message):
-    __slots__ = ("nonce", "provider_address", "chain_id")
+    __slots__ = ("nonce", "provider_address", "chain_id", "next_nonce")
     NONCE_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    NEXT_NONCE_FIELD_NUMBER: _ClassVar[int]
     nonce: int
     provider_address: str
     chain_id: int
-    def __init__(self, nonce: _Optional[int] = ..., provider_address: _Optional[str] = ..., chain_id: _Optional[int] = ...) -> None: ...
+    next_nonce: int
+    def __init__(self, nonce: _Optional[int] = ..., provider_address: _Optional[str] = ..., chain_id: _Optional[int] = ..., next_nonce: _Optional[int] = ...) -> None: ...
 
 class ProviderFee(_message.Message):
     __slots__ = ("provider_fee_address", "provider_fee_token", "provider_fee_amount", "v", "r", "s", "valid_until", "provider_data")
