@@ -230,6 +230,19 @@ def _elapsed(start: float) -> str:
 
 
 async def cmd_publish(client: ProviderClient, args: argparse.Namespace) -> int:
+    if args.ddo:
+        if args.files or args.name:
+            raise SystemExit("c2d: --ddo publishes the DDO as written: give no files and no --name")
+        try:
+            written = json.loads(Path(args.ddo).read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"c2d: cannot read the DDO in {args.ddo}: {exc}") from None
+        if not isinstance(written, dict):
+            raise SystemExit(f"c2d: {args.ddo} holds no JSON object")
+        _out(await client.publish_asset(written))
+        return 0
+    if not args.files or not args.name:
+        raise SystemExit("c2d: publish needs files (or URLs) and --name, or a DDO with --ddo FILE")
     urls = [to_url(p) for p in args.files]
     # An algorithm is pinned unless told not to (trust by DID needs it); a dataset when asked.
     pin = args.pin if args.pin is not None else args.type == "algorithm"
@@ -457,6 +470,11 @@ async def cmd_address(client: ProviderClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_asset(client: ProviderClient, args: argparse.Namespace) -> int:
+    _out(json.dumps(await client.get_asset(args.did), indent=2, sort_keys=True))
+    return 0
+
+
 async def cmd_checksums(client: ProviderClient, args: argparse.Namespace) -> int:
     try:
         entry = await client.trusted_algorithm(args.did)
@@ -553,8 +571,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     publish = sub.add_parser("publish", help="publish a dataset or an algorithm; prints its DID")
-    publish.add_argument("files", nargs="+", help="local files or URLs")
-    publish.add_argument("--name", required=True)
+    publish.add_argument("files", nargs="*", help="local files or URLs")
+    publish.add_argument(
+        "--ddo",
+        metavar="FILE",
+        help="publish this DDO (JSON, Ocean's v4 shape) as it is written, instead of files and options",
+    )
+    publish.add_argument("--name")
     publish.add_argument("--type", choices=("dataset", "algorithm"), default="dataset")
     publish.add_argument(
         "--allow-raw",
@@ -652,6 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("envs", help="the compute environments on offer")
     sub.add_parser("address", help="your address, your last nonce, and the provider's address")
+    asset = sub.add_parser("asset", help="an asset's public DDO (its files' locations stay private)")
+    asset.add_argument("did")
     checksums = sub.add_parser(
         "checksums", help="an algorithm's publisherTrustedAlgorithms entry (filesChecksum, container)"
     )
@@ -694,6 +719,7 @@ COMMANDS = {
     "envs": cmd_envs,
     "address": cmd_address,
     "checksums": cmd_checksums,
+    "asset": cmd_asset,
     "initialize": cmd_initialize,
     "sign": cmd_sign,
     "publish-results": cmd_publish_results,

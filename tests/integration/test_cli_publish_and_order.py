@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -490,3 +491,53 @@ async def test_a_declared_sha256_pins_a_file_c2d_cannot_download(market: Market)
     checksums = await c2d(market, "checksums", published.last_line)
     assert checksums.code == 0, checksums.err
     assert hashlib.sha256(digest.encode()).hexdigest() in checksums.out
+
+
+# --- a hand-written DDO, and what consumers see of it ---------------------------------------------
+
+
+async def test_a_hand_written_ddo_is_published_as_written_and_shown_without_its_files(
+    market: Market,
+) -> None:
+    ddo = {
+        "metadata": {"name": "two services", "type": "dataset", "description": "written by hand"},
+        "services": [
+            {"type": "access", "files": [{"url": "https://example.org/secret-location.csv"}]},
+            {
+                "type": "compute",
+                "files": [{"url": "https://example.org/secret-location.csv"}],
+                "timeout": 3600,
+                "compute": {"allowRawAlgorithm": True},
+            },
+        ],
+    }
+    (market.folder / "ddo.json").write_text(json.dumps(ddo))
+    published = await c2d(market, "publish", "--ddo", "ddo.json", key="publisher")
+    assert published.code == 0, published.err
+    did = published.last_line
+    shown = await c2d(market, "asset", did)
+    assert shown.code == 0, shown.err
+    public = json.loads(shown.out)
+    assert public["id"] == did and public["metadata"]["description"] == "written by hand"
+    assert [s["type"] for s in public["services"]] == ["access", "compute"]
+    assert public["services"][1]["timeout"] == 3600
+    assert "secret-location" not in shown.out, "a consumer never learns where the data lives"
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "says"),
+    [
+        ("{not json", [], "cannot read the DDO"),
+        ("[1, 2]", [], "holds no JSON object"),
+        ('{"metadata": {"name": "x", "type": "dataset"}, "services": []}', [], "invalid DDO: services"),
+        ("{}", ["data.csv"], "give no files and no --name"),
+    ],
+    ids=["not-json", "a-list", "invalid", "with-files"],
+)
+async def test_a_hand_written_ddo_that_cannot_be_published_says_why(
+    market: Market, content: str, args: list[str], says: str
+) -> None:
+    (market.folder / "bad-ddo.json").write_text(content)
+    published = await c2d(market, "publish", "--ddo", "bad-ddo.json", *args, key="publisher")
+    assert published.code != 0 and says in published.err, published.err
+    assert published.out == ""
