@@ -8,14 +8,17 @@
   /c2d-results/<job_id>, or `ipfs:/FOLDER/<job_id>`).
 
 podtools read the same C2D_S3_* and C2D_IPFS_* variables inside their sandbox or pod (see
-`podtools_env`): a Kubernetes pod gets them from a Secret, the local backend from the engine. docs/storage.md
-documents every variable.
+`podtools_env`): a Kubernetes pod gets them from a Secret, the local backend from the engine. Each
+phase gets only what it uses: configuration the key that reads the datasets (C2D_S3_*), publishing
+the result store's key (C2D_S3_RESULT_*, which must be set apart from it when both exist), never
+the other. docs/storage.md documents every variable.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
@@ -180,9 +183,23 @@ class ResultStoreTarget:
 
 
 @dataclass(frozen=True)
+class S3Credentials:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str = ""
+
+
+Phase = Literal["configure", "publish"]
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     result_store: ResultStoreTarget = field(default_factory=ResultStoreTarget)
+    # The endpoint, and the key that reads s3:// inputs.
     s3: S3Settings = field(default_factory=S3Settings)
+    # The key of an S3 result store (C2D_S3_RESULT_*), on the same endpoint. None: the result
+    # store uses s3's key, allowed only when that key reads no inputs (see check()).
+    result_credentials: S3Credentials | None = None
     ipfs: IpfsSettings = field(default_factory=IpfsSettings)
     # The most one job may publish (outputs and logs); 0: no limit beyond the environment's disk.
     result_quota_bytes: int = 0
@@ -204,7 +221,18 @@ class StorageSettings:
         part_bytes = env_int("C2D_S3_PART_BYTES", S3Settings.part_bytes)
         if part_bytes < 5 * MiB:
             raise ConfigError("C2D_S3_PART_BYTES must be at least 5 MiB (5242880), S3's smallest part")
+        result_key = env_str("C2D_S3_RESULT_ACCESS_KEY_ID", "")
+        result_secret = env_str("C2D_S3_RESULT_SECRET_ACCESS_KEY", "")
+        if bool(result_key) != bool(result_secret):
+            raise ConfigError(
+                "set both C2D_S3_RESULT_ACCESS_KEY_ID and C2D_S3_RESULT_SECRET_ACCESS_KEY, or neither"
+            )
         settings = cls(
+            result_credentials=(
+                S3Credentials(result_key, result_secret, env_str("C2D_S3_RESULT_SESSION_TOKEN", ""))
+                if result_key
+                else None
+            ),
             result_store=ResultStoreTarget.parse(env_str("C2D_RESULT_STORE", "local")),
             s3=S3Settings(
                 endpoint_url=env_str("C2D_S3_ENDPOINT_URL", ""),
@@ -236,6 +264,31 @@ class StorageSettings:
             raise ConfigError("C2D_RESULT_STORE=ipfs needs C2D_IPFS_API (the node's HTTP RPC API)")
         if bool(self.s3.access_key_id) != bool(self.s3.secret_access_key):
             raise ConfigError("set both C2D_S3_ACCESS_KEY_ID and C2D_S3_SECRET_ACCESS_KEY, or neither")
+        if (
+            self.result_store.kind == "s3"
+            and self.s3.input_buckets
+            and self.s3.access_key_id
+            and self.result_credentials is None
+        ):
+            # Publishing would hold the key that reads every dataset, while only configuration may.
+            raise ConfigError(
+                "the S3 result store and the s3:// inputs (C2D_S3_INPUT_BUCKETS) would share one key: "
+                "give the result store its own with C2D_S3_RESULT_ACCESS_KEY_ID and "
+                "C2D_S3_RESULT_SECRET_ACCESS_KEY, so that publishing never holds the datasets' key"
+            )
+
+    @property
+    def result_s3(self) -> S3Settings:
+        """The S3 settings of the result store: the endpoint, with the result store's key."""
+        credentials = self.result_credentials
+        if credentials is None:
+            return self.s3
+        return replace(
+            self.s3,
+            access_key_id=credentials.access_key_id,
+            secret_access_key=credentials.secret_access_key,
+            session_token=credentials.session_token,
+        )
 
     def input_limit(self, disk_bytes: int) -> int:
         """All of one job's inputs together at most (podtools configure's max_input_bytes): the
@@ -244,23 +297,40 @@ class StorageSettings:
         limits = [limit for limit in (disk_bytes, self.max_input_bytes) if limit > 0]
         return min(limits) if limits else 0
 
-    def podtools_env(self) -> dict[str, str]:
-        """The variables podtools read in their sandbox (or pod): the same names as ours."""
-        s3 = self.s3
-        values = {
-            "C2D_S3_ENDPOINT_URL": s3.endpoint_url,
-            "C2D_S3_REGION": s3.region,
-            "C2D_S3_ACCESS_KEY_ID": s3.access_key_id,
-            "C2D_S3_SECRET_ACCESS_KEY": s3.secret_access_key,
-            "C2D_S3_SESSION_TOKEN": s3.session_token,
-            "C2D_S3_ADDRESSING_STYLE": s3.style(),
-            "C2D_S3_PART_BYTES": str(s3.part_bytes),
-            "C2D_S3_CONCURRENCY": str(s3.concurrency),
-            "C2D_IPFS_API": self.ipfs.api_url,
-            "C2D_IPFS_GATEWAY": self.ipfs.gateway_url,
-            "C2D_IPFS_TIMEOUT_SECONDS": str(self.ipfs.timeout_seconds),
-        }
+    def podtools_env(self, phase: Phase, reads_results: bool = False) -> dict[str, str]:
+        """The variables podtools read in one phase's sandbox (or pod), the same names as ours,
+        with only the key that phase uses: configuration the inputs' (and, when the job reads a
+        result asset from an S3 store with a key of its own, that key as C2D_S3_RESULT_* for the
+        store's bucket alone), publishing the result store's. Never both keys in publishing."""
+        values: dict[str, str] = {}
+        if phase == "configure":
+            values |= _s3_env(self.s3)
+            values |= {
+                "C2D_IPFS_API": self.ipfs.api_url,
+                "C2D_IPFS_GATEWAY": self.ipfs.gateway_url,
+                "C2D_IPFS_TIMEOUT_SECONDS": str(self.ipfs.timeout_seconds),
+            }
+            credentials = self.result_credentials
+            if reads_results and self.result_store.kind == "s3" and credentials is not None:
+                values |= {
+                    "C2D_S3_RESULT_BUCKET": self.result_store.bucket,
+                    "C2D_S3_RESULT_ACCESS_KEY_ID": credentials.access_key_id,
+                    "C2D_S3_RESULT_SECRET_ACCESS_KEY": credentials.secret_access_key,
+                    "C2D_S3_RESULT_SESSION_TOKEN": credentials.session_token,
+                }
+        elif self.result_store.kind == "s3":
+            values |= _s3_env(self.result_s3)
+        elif self.result_store.kind == "ipfs":
+            values |= {
+                "C2D_IPFS_API": self.ipfs.api_url,
+                "C2D_IPFS_TIMEOUT_SECONDS": str(self.ipfs.timeout_seconds),
+            }
         return {name: value for name, value in values.items() if value}
+
+    def reads_result_store(self, urls: Iterable[str]) -> bool:
+        """Whether some of these input URLs name the S3 result store (a result asset's files)."""
+        store = self.result_store
+        return store.kind == "s3" and any(split_s3_location(url)[0] == store.bucket for url in urls)
 
     # --- input locations --------------------------------------------------------------------------
 
@@ -305,6 +375,19 @@ class StorageSettings:
         return "/".join([parsed.netloc, *segments])
 
 
+def _s3_env(s3: S3Settings) -> dict[str, str]:
+    return {
+        "C2D_S3_ENDPOINT_URL": s3.endpoint_url,
+        "C2D_S3_REGION": s3.region,
+        "C2D_S3_ACCESS_KEY_ID": s3.access_key_id,
+        "C2D_S3_SECRET_ACCESS_KEY": s3.secret_access_key,
+        "C2D_S3_SESSION_TOKEN": s3.session_token,
+        "C2D_S3_ADDRESSING_STYLE": s3.style(),
+        "C2D_S3_PART_BYTES": str(s3.part_bytes),
+        "C2D_S3_CONCURRENCY": str(s3.concurrency),
+    }
+
+
 def _plain_path(path: str) -> bool:
     return all(part not in ("", ".", "..") for part in path.split("/"))
 
@@ -314,7 +397,7 @@ def delete_job_results(settings: StorageSettings, job_id: str) -> None:
     a stopped job). Blocking (run it in a thread); raises when the store cannot be reached."""
     store = settings.result_store
     if store.kind == "s3":
-        client = settings.s3.client()
+        client = settings.result_s3.client()
         prefix = f"{store.prefix}{job_id}/"
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=prefix):
             keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]

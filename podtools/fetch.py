@@ -220,7 +220,7 @@ class S3Source:
         if self.etag:
             arguments["IfMatch"] = self.etag  # resumed only while the object is the same
         try:
-            response = s3.client(read_timeout=self.options.stall_seconds).get_object(**arguments)
+            response = s3.client(self.options.stall_seconds, self.bucket).get_object(**arguments)
         except Exception as exc:
             raise _s3_failure(exc) from None
         self.etag = self.etag or response.get("ETag")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 from typing import Any  # only loaded with boto3, which loads typing anyway
 
-_client: Any = None
+# One client per key (boto3 clients are thread-safe): the inputs' and, for a result asset read
+# from an S3 result store with a key of its own, the store's.
+_clients: dict[str, Any] = {}
 
 
 def part_bytes() -> int:
@@ -20,14 +22,15 @@ def concurrency() -> int:
     return max(1, int(os.environ.get("C2D_S3_CONCURRENCY") or 8))
 
 
-def client(read_timeout: float = 60) -> Any:
-    """The job's boto3 S3 client (one for the process: boto3 clients are thread-safe)."""
-    global _client
-    if _client is None:
+def client(read_timeout: float = 60, bucket: str = "") -> Any:
+    """The boto3 S3 client for `bucket`: with the C2D_S3_RESULT_* key for the result store's
+    bucket (C2D_S3_RESULT_BUCKET) where the engine gave one, else with the C2D_S3_* key."""
+    env = os.environ.get
+    prefix = "C2D_S3_RESULT_" if bucket and bucket == env("C2D_S3_RESULT_BUCKET") else "C2D_S3_"
+    if prefix not in _clients:
         import boto3
         from botocore.config import Config
 
-        env = os.environ.get
         endpoint = env("C2D_S3_ENDPOINT_URL") or None
         s3_options: Any = {
             "addressing_style": env("C2D_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
@@ -41,14 +44,16 @@ def client(read_timeout: float = 60) -> Any:
             max_pool_connections=max(10, concurrency() * 2),
         )
         credentials: dict[str, Any] = {}
-        if env("C2D_S3_ACCESS_KEY_ID"):
+        if env(prefix + "ACCESS_KEY_ID"):
             credentials = {
-                "aws_access_key_id": env("C2D_S3_ACCESS_KEY_ID"),
-                "aws_secret_access_key": env("C2D_S3_SECRET_ACCESS_KEY"),
-                "aws_session_token": env("C2D_S3_SESSION_TOKEN") or None,
+                "aws_access_key_id": env(prefix + "ACCESS_KEY_ID"),
+                "aws_secret_access_key": env(prefix + "SECRET_ACCESS_KEY"),
+                "aws_session_token": env(prefix + "SESSION_TOKEN") or None,
             }
-        _client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config, **credentials)
-    return _client
+        _clients[prefix] = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint, config=config, **credentials
+        )
+    return _clients[prefix]
 
 
 def split(url: str) -> tuple[str, str]:

@@ -487,7 +487,9 @@ class LocalBackend:
             ["-m", "podtools.configure", "/c2d/job.json", "/c2d/out/result.json"],
             # Inputs may live on the publisher's own network, loopback included: podtools are ours.
             "host" if needs_network else "none",
-            self.storage.podtools_env() if needs_storage else None,
+            self.storage.podtools_env("configure", self.storage.reads_result_store(_input_urls(job)))
+            if needs_storage
+            else None,
         )
         spec.rw_binds += [
             (self._data(job_id, "inputs"), "/data/inputs"),
@@ -766,7 +768,9 @@ class LocalBackend:
             argv.append("--logs-only")
         if store.remote:
             # The publish sandbox reaches the store (and only then gets its credentials).
-            spec = self.podtools_sandbox(argv, network="host", storage_env=self.storage.podtools_env())
+            spec = self.podtools_sandbox(
+                argv, network="host", storage_env=self.storage.podtools_env("publish")
+            )
             self._remote_results.add(job_id)
         else:
             target.mkdir(parents=True)
@@ -894,3 +898,7 @@ def _unpublishable(outputs: Path, logs: Path, limit: int = 20) -> list[str]:
     if count > limit:
         lines.append(f"… and {count - limit} more files that are not published")
     return lines
+
+
+def _input_urls(job: JobContext) -> list[str]:
+    return [f.url for d in job.spec.datasets for f in d.files] + [f.url for f in job.spec.algorithm.files]

@@ -81,7 +81,7 @@ class ResultStore:
         # names in keys, and locations stored before they did hold names as they are.
         bucket, key = split_s3_location(location)
         if self._s3_client is None:
-            self._s3_client = await asyncio.to_thread(self.storage.s3.client)
+            self._s3_client = await asyncio.to_thread(self.storage.result_s3.client)
         arguments: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if offset:
             arguments["Range"] = f"bytes={offset}-"

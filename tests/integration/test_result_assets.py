@@ -19,7 +19,7 @@ from tests.conftest import requires_bwrap
 from tests.harness import CONSUMER, OTHER_CONSUMER, Suite, running_suite
 from tests.integration import jobs
 from tests.servers.ipfs import shared_ipfs_node, unavailable_reason
-from tests.servers.s3 import S3Server, shared_s3_server
+from tests.servers.s3 import RESULT_ACCESS_KEY, S3Server, shared_s3_server
 from tests.servers.storage_suite import storage_suite
 
 pytestmark = [requires_bwrap, pytest.mark.sandbox, pytest.mark.asyncio(loop_scope="module")]
@@ -178,7 +178,9 @@ async def test_results_in_a_remote_store_become_an_asset_a_later_job_reads(
     tmp_path: Path, s3: S3Server, store: str
 ) -> None:
     producer = PRODUCER + "open('/data/outputs/odd #1?.txt', 'w').write('odd name\\n')\n"
-    async with storage_suite(tmp_path / "suite", _store_env(store, s3)) as suite:
+    env = _store_env(store, s3)
+    since = s3.mark()
+    async with storage_suite(tmp_path / "suite", env) as suite:
         finished_job = await _finished_in(suite, tmp_path, producer)
         did = await _publish(suite, finished_job, compute={"allowRawAlgorithm": True})
         job = await jobs.wait_terminal(suite, (await jobs.start_raw(suite, [did], READER)).job_id)
@@ -191,6 +193,10 @@ async def test_results_in_a_remote_store_become_an_asset_a_later_job_reads(
         }
         assert len(produced) == 3
         assert sorted(json.loads(data).values()) == sorted(produced.values())
+    if store == "s3":
+        # The later job's configuration read the asset with the result store's key, as publishing
+        # wrote it: the datasets' key (C2D_S3_*) never touched the store.
+        assert s3.keys_used("c2d-asset-results", since=since) == {RESULT_ACCESS_KEY}
 
 
 async def test_a_publisher_s_ddo_cannot_read_the_s3_result_store(tmp_path: Path, s3: S3Server) -> None:

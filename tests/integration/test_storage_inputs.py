@@ -28,7 +28,7 @@ from tests.harness import CONSUMER, Suite
 from tests.integration import jobs
 from tests.servers.http_files import FileServer, free_port
 from tests.servers.ipfs import IpfsNode, shared_ipfs_node, unavailable_reason
-from tests.servers.s3 import S3Server, shared_s3_server
+from tests.servers.s3 import ACCESS_KEY, RESULT_ACCESS_KEY, S3Server, shared_s3_server
 from tests.servers.storage_suite import storage_suite
 
 pytestmark = requires_bwrap
@@ -208,6 +208,25 @@ async def test_s3_inputs_come_from_the_allowed_buckets(tmp_path: Path, s3: S3Ser
         assert list((await report(suite, job)).values()) == [sha(first), sha(second)]
         # The suite's S3 credentials reach podtools, never the consumer or the algorithm.
         assert "c2d-test-secret" not in str(await jobs.logs(suite, job.job_id))
+
+
+async def test_each_phase_signs_with_its_own_key_the_datasets_key_never_publishes(
+    tmp_path: Path, s3: S3Server
+) -> None:
+    """Inputs read with the datasets' key (C2D_S3_*), results written and served with the result
+    store's (C2D_S3_RESULT_*): the server records which key signed each request."""
+    data_bucket, result_bucket = s3.bucket("c2d-keyed-data"), s3.bucket("c2d-keyed-results")
+    data = b"station,temperature\nharbour,15.2\n"
+    s3.client().put_object(Bucket=data_bucket, Key="weather.csv", Body=data)
+    env = s3.env(C2D_S3_INPUT_BUCKETS=data_bucket, C2D_RESULT_STORE=f"s3://{result_bucket}/results")
+    since = s3.mark()
+    async with storage_suite(tmp_path / "suite", env) as suite:
+        job = await run(suite, [[{"type": "s3", "bucket": data_bucket, "objectPath": "weather.csv"}]])
+        assert list((await report(suite, job)).values()) == [sha(data)]
+    assert s3.keys_used(data_bucket, since=since) == {ACCESS_KEY}
+    # Publishing, GetResult and the engine's clean-up: the store's key, and only it.
+    assert s3.keys_used(result_bucket, since=since) == {RESULT_ACCESS_KEY}
+    assert s3.keys_used(result_bucket, ("PUT", "POST"), since=since) == {RESULT_ACCESS_KEY}
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import re
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 ACCESS_KEY = "c2d-test-key"
 SECRET_KEY = "c2d-test-secret"
+# The result store's own key (C2D_S3_RESULT_*): moto accepts any key, and the server records which
+# key signed each request, so tests can tell which phase used which.
+RESULT_ACCESS_KEY = "c2d-test-result-key"
+RESULT_SECRET_KEY = "c2d-test-result-secret"
 REGION = "us-east-1"
+_CREDENTIAL = re.compile(r"Credential=([^/]+)/")
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    method: str
+    path: str
+    access_key: str
 
 
 class S3Server:
@@ -24,6 +38,44 @@ class S3Server:
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
+        self.requests: list[SignedRequest] = []
+        self._requests_lock = threading.Lock()
+        wsgi_server = self._server._server  # werkzeug's, serving moto's WSGI application
+        assert wsgi_server is not None
+        moto_app = wsgi_server.app
+
+        def recording_app(environ: dict[str, Any], start_response: Any) -> Any:
+            found = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+            with self._requests_lock:
+                self.requests.append(
+                    SignedRequest(
+                        environ.get("REQUEST_METHOD", ""),
+                        environ.get("PATH_INFO", ""),
+                        found.group(1) if found else "",
+                    )
+                )
+            return moto_app(environ, start_response)
+
+        wsgi_server.app = recording_app
+
+    def mark(self) -> int:
+        """A point in the request record: keys_used(..., since=mark) looks only after it."""
+        with self._requests_lock:
+            return len(self.requests)
+
+    def keys_used(
+        self,
+        bucket: str,
+        methods: tuple[str, ...] = ("GET", "PUT", "POST", "DELETE", "HEAD"),
+        since: int = 0,
+    ) -> set[str]:
+        """The access keys that signed requests to a bucket (path-style addressing)."""
+        with self._requests_lock:
+            return {
+                r.access_key
+                for r in self.requests[since:]
+                if r.method in methods and (r.path == f"/{bucket}" or r.path.startswith(f"/{bucket}/"))
+            }
 
     def env(self, **more: str) -> dict[str, str]:
         """The C2D_* variables that point the suite at this server."""
@@ -32,6 +84,8 @@ class S3Server:
             "C2D_S3_REGION": REGION,
             "C2D_S3_ACCESS_KEY_ID": ACCESS_KEY,
             "C2D_S3_SECRET_ACCESS_KEY": SECRET_KEY,
+            "C2D_S3_RESULT_ACCESS_KEY_ID": RESULT_ACCESS_KEY,
+            "C2D_S3_RESULT_SECRET_ACCESS_KEY": RESULT_SECRET_KEY,
             **more,
         }
 

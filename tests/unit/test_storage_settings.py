@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from c2d.common.v1 import job_pb2
 from c2d_common.env import ConfigError
-from c2d_common.storage import ResultStoreTarget, S3Settings, StorageRefused, StorageSettings
+from c2d_common.storage import (
+    IpfsSettings,
+    ResultStoreTarget,
+    S3Credentials,
+    S3Settings,
+    StorageRefused,
+    StorageSettings,
+)
 from engine_svc.infra.http_inputs import http_options
 from tests.servers.storage_suite import storage_environment
 
@@ -56,6 +65,8 @@ def test_settings_from_the_environment() -> None:
             "C2D_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
             "C2D_S3_ACCESS_KEY_ID": "key",
             "C2D_S3_SECRET_ACCESS_KEY": "secret",
+            "C2D_S3_RESULT_ACCESS_KEY_ID": "result-key",
+            "C2D_S3_RESULT_SECRET_ACCESS_KEY": "result-secret",
             "C2D_S3_INPUT_BUCKETS": "datasets, more-data",
             "C2D_S3_PART_BYTES": str(8 * 1024 * 1024),
             "C2D_IPFS_API": "http://127.0.0.1:5001/",
@@ -67,11 +78,59 @@ def test_settings_from_the_environment() -> None:
         assert settings.s3.style() == "path"
         assert settings.ipfs.api_url == "http://127.0.0.1:5001"
         assert (settings.result_quota_bytes, settings.input_stall_seconds) == (1000, 5)
-        env = settings.podtools_env()
+        env = settings.podtools_env("configure")
         assert env["C2D_S3_SECRET_ACCESS_KEY"] == "secret" and env["C2D_S3_PART_BYTES"] == str(
             8 * 1024 * 1024
         )
         assert "C2D_IPFS_GATEWAY" not in env and "C2D_S3_SESSION_TOKEN" not in env
+        assert not [name for name in env if name.startswith("C2D_S3_RESULT_")]
+        publish = settings.podtools_env("publish")
+        assert publish["C2D_S3_ACCESS_KEY_ID"] == "result-key"
+        assert publish["C2D_S3_SECRET_ACCESS_KEY"] == "result-secret"
+        assert "secret" not in publish.values() and "key" not in publish.values()
+        assert settings.result_s3.access_key_id == "result-key"
+        assert settings.s3.access_key_id == "key"
+
+
+def test_each_phase_gets_only_the_key_it_uses() -> None:
+    """Dataset credentials reach the configuration phase alone; publishing holds the result
+    store's key, and configuration that one only for a job reading a result asset, only for the
+    store's bucket."""
+    settings = StorageSettings(
+        result_store=ResultStoreTarget.parse("s3://results/jobs"),
+        s3=S3Settings(access_key_id="data-key", secret_access_key="data-secret", input_buckets=("data",)),
+        result_credentials=S3Credentials("result-key", "result-secret"),
+        ipfs=IpfsSettings(api_url="http://127.0.0.1:5001", gateway_url="http://127.0.0.1:8080"),
+    )
+    configure = settings.podtools_env("configure")
+    assert configure["C2D_S3_ACCESS_KEY_ID"] == "data-key"
+    assert "result-secret" not in configure.values()
+    reading_results = settings.podtools_env("configure", reads_results=True)
+    assert reading_results["C2D_S3_RESULT_BUCKET"] == "results"
+    assert reading_results["C2D_S3_RESULT_SECRET_ACCESS_KEY"] == "result-secret"
+    publish = settings.podtools_env("publish")
+    assert publish["C2D_S3_SECRET_ACCESS_KEY"] == "result-secret"
+    assert "data-secret" not in publish.values() and "C2D_IPFS_GATEWAY" not in publish
+    assert settings.reads_result_store(["s3://results/jobs/a/b/outputs/x"])
+    assert not settings.reads_result_store(["s3://data/x", "https://example.org/x"])
+    # An IPFS or local result store: publishing gets no S3 key at all.
+    for store in ("ipfs", "local"):
+        other = replace(settings, result_store=ResultStoreTarget.parse(store), result_credentials=None)
+        assert not [n for n in other.podtools_env("publish") if n.startswith("C2D_S3_")]
+
+
+def test_one_key_for_inputs_and_an_s3_result_store_is_refused() -> None:
+    with pytest.raises(ConfigError) as refused:
+        StorageSettings(
+            result_store=ResultStoreTarget.parse("s3://results/jobs"),
+            s3=S3Settings(access_key_id="k", secret_access_key="s", input_buckets=("data",)),
+        ).check()
+    assert "C2D_S3_RESULT_ACCESS_KEY_ID" in str(refused.value)
+    # Without s3:// inputs the suite's key serves the result store alone: allowed.
+    StorageSettings(
+        result_store=ResultStoreTarget.parse("s3://results/jobs"),
+        s3=S3Settings(access_key_id="k", secret_access_key="s"),
+    ).check()
 
 
 @pytest.mark.parametrize(

@@ -195,11 +195,11 @@ class KubernetesBackend:
         # What podtools need in their pods, each pod's in a Secret of the job's own: the storage
         # settings' variables (credentials included) where the pod uses the storage, and the
         # engine variables the settings name.
-        self.storage_env = self.storage.podtools_env()
         self.configure_env = {n: environ[n] for n in settings.configure_env if n in environ}
         self.publish_env = {n: environ[n] for n in settings.publish_env if n in environ}
         if self.store.remote:
-            self.publish_env = {**self.storage_env, **self.publish_env}
+            # The result store's key only: the datasets' key never reaches a publishing pod.
+            self.publish_env = {**self.storage.podtools_env("publish"), **self.publish_env}
         # Never set: a phase asked for while the engine shuts down waits for its cancellation.
         self._never = asyncio.Event()
         self._connect_api = connect_api
@@ -474,7 +474,12 @@ class KubernetesBackend:
                 plan, needs_storage = configure_plan(job, self.allow_private_input_hosts, self.storage)
             except PlanRefused as exc:
                 return ConfigureOutcome(False, exc.failed_input, str(exc))
-            env = {**self.storage_env, **self.configure_env} if needs_storage else self.configure_env
+            env = self.configure_env
+            if needs_storage:
+                urls = [f.url for d in job.spec.datasets for f in d.files]
+                urls += [f.url for f in job.spec.algorithm.files]
+                storage_env = self.storage.podtools_env("configure", self.storage.reads_result_store(urls))
+                env = {**storage_env, **self.configure_env}
             if len(json.dumps(plan)) > MAX_PLAN_BYTES:
                 failed = "algorithm" if len(job.spec.algorithm.raw_code) > MAX_PLAN_BYTES // 2 else "data"
                 return ConfigureOutcome(
