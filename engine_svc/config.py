@@ -26,18 +26,50 @@ DEFAULT_ENVIRONMENTS = (
 )
 
 
+# Each field's type in C2D_ENVIRONMENTS, and whether 0 is allowed for a number.
+_INTEGER_FIELDS = {"memory_bytes": False, "disk_bytes": False, "max_duration_seconds": False}
+_INTEGER_FIELDS |= {"max_processes": False, "gpus": True}
+
+
 def parse_environments(raw: str) -> tuple[Environment, ...]:
-    """C2D_ENVIRONMENTS: a JSON list of objects with Environment's fields."""
+    """C2D_ENVIRONMENTS: a JSON list of objects with Environment's fields, each checked here so
+    that a typo stops the engine at start, not a job (or a pod the API server refuses) later."""
     try:
         items = json.loads(raw)
-        environments = tuple(
-            Environment(**{**item, "runtimes": tuple(item.get("runtimes", ("python3",)))}) for item in items
-        )
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise TypeError("not a list of objects")
+        environments = tuple(_environment(index, item) for index, item in enumerate(items))
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"C2D_ENVIRONMENTS is not a JSON list of environments: {exc}") from None
     if not environments:
         raise ConfigError("C2D_ENVIRONMENTS lists no environment")
+    ids = [e.id for e in environments]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("C2D_ENVIRONMENTS names an environment id twice")
     return environments
+
+
+def _environment(index: int, item: dict[str, object]) -> Environment:
+    where = f"environment {index} ({item.get('id', '?')})"
+    if not isinstance(item.get("id"), str) or not item["id"]:
+        raise TypeError(f"{where}: id must be a non-empty string")
+    for name, zero_allowed in _INTEGER_FIELDS.items():
+        if name in item:
+            value = item[name]
+            if type(value) is not int or value < 0 or (value == 0 and not zero_allowed):
+                raise TypeError(
+                    f"{where}: {name} must be a {'whole number' if zero_allowed else 'positive integer'}"
+                )
+    cpus = item.get("cpus")
+    if type(cpus) not in (int, float) or not 0 < float(cpus) < 1e6:  # type: ignore[arg-type]
+        raise TypeError(f"{where}: cpus must be a positive number")
+    for name in ("network_allowed", "free"):
+        if name in item and type(item[name]) is not bool:
+            raise TypeError(f"{where}: {name} must be true or false")
+    runtimes = item.get("runtimes", ("python3",))
+    if not isinstance(runtimes, (list, tuple)) or not all(isinstance(r, str) and r for r in runtimes):
+        raise TypeError(f"{where}: runtimes must be a list of names")
+    return Environment(**{**item, "cpus": float(cpus), "runtimes": tuple(runtimes)})  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

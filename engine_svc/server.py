@@ -54,6 +54,12 @@ def build_engine(
         server.on_stop(k8s.close)
         chosen = k8s
     else:
+        with_gpus = [e.id for e in settings.environments if e.gpus]
+        if with_gpus:
+            raise ConfigError(
+                f"environment {with_gpus[0]} offers GPUs, which the local backend cannot give an "
+                "algorithm: offer GPUs on the Kubernetes backend (C2D_BACKEND=kubernetes)"
+            )
         local = LocalBackend(
             LocalBackendSettings(
                 work_dir=settings.work_dir,

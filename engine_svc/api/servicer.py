@@ -27,6 +27,7 @@ def environment_to_proto(env: Environment) -> job_pb2.ComputeEnvironment:
         network_allowed=env.network_allowed,
         free=env.free,
         runtimes=list(env.runtimes),
+        gpus=env.gpus,
     )
 
 

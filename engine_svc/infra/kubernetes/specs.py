@@ -287,16 +287,33 @@ class JobManifests:
             ALGORITHM, owner, self._internet_egress() if self.env.network_allowed else []
         )
 
+    @staticmethod
+    def _anywhere_but_metadata() -> list[dict[str, Any]]:
+        """Egress anywhere (the cluster's networks included) except link-local addresses: a pod
+        holding storage credentials never reaches a cloud metadata service (169.254.169.254,
+        fd00:ec2::254 on AWS) and the node credentials it hands out."""
+        return [
+            {
+                "to": [
+                    {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},
+                    {"ipBlock": {"cidr": "::/0", "except": ["fe80::/10", "fd00:ec2::/32"]}},
+                ]
+            }
+        ]
+
     def configure_network_policy(self, owner: Owner, anywhere: bool) -> Manifest:
         """The configuration pod fetches from the internet; the cluster's own networks and cloud
         metadata stay out of reach (as podtools refuse private hosts), unless it may go anywhere:
         the engine allows private input hosts (the publisher's data on its own network), or the
-        job reads the suite's own S3 or IPFS, which may well be in the cluster."""
-        return self._network_policy(CONFIGURE, owner, [{}] if anywhere else self._internet_egress())
+        job reads the suite's own S3 or IPFS, which may well be in the cluster. Cloud metadata
+        stays out of reach even then."""
+        egress = self._anywhere_but_metadata() if anywhere else self._internet_egress()
+        return self._network_policy(CONFIGURE, owner, egress)
 
     def publish_network_policy(self, owner: Owner, remote_store: bool) -> Manifest:
-        """Publishing to the shared volume needs no network at all; to S3 or IPFS, the store's."""
-        return self._network_policy(PUBLISH, owner, [{}] if remote_store else [])
+        """Publishing to the shared volume needs no network at all; to S3 or IPFS, the store's
+        (wherever it is, but never a cloud metadata service)."""
+        return self._network_policy(PUBLISH, owner, self._anywhere_but_metadata() if remote_store else [])
 
     # --- pods -------------------------------------------------------------------------------------
 

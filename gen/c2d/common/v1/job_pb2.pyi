@@ -166,7 +166,7 @@ class LogChunk(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., stream: _Optional[_Union[LogStream, str]] = ..., data: _Optional[bytes] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ComputeEnvironment(_message.Message):
-    __slots__ = ("id", "description", "cpus", "memory_bytes", "disk_bytes", "max_duration_seconds", "network_allowed", "free", "runtimes")
+    __slots__ = ("id", "description", "cpus", "memory_bytes", "disk_bytes", "max_duration_seconds", "network_allowed", "free", "runtimes", "gpus")
     ID_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CPUS_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +176,7 @@ class ComputeEnvironment(_message.Message):
     NETWORK_ALLOWED_FIELD_NUMBER: _ClassVar[int]
     FREE_FIELD_NUMBER: _ClassVar[int]
     RUNTIMES_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
     id: str
     description: str
     cpus: float
@@ -185,4 +186,5 @@ class ComputeEnvironment(_message.Message):
     network_allowed: bool
     free: bool
     runtimes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., description: _Optional[str] = ..., cpus: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., max_duration_seconds: _Optional[int] = ..., network_allowed: _Optional[bool] = ..., free: _Optional[bool] = ..., runtimes: _Optional[_Iterable[str]] = ...) -> None: ...
+    gpus: int
+    def __init__(self, id: _Optional[str] = ..., description: _Optional[str] = ..., cpus: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., max_duration_seconds: _Optional[int] = ..., network_allowed: _Optional[bool] = ..., free: _Optional[bool] = ..., runtimes: _Optional[_Iterable[str]] = ..., gpus: _Optional[int] = ...) -> None: ...
