@@ -104,4 +104,10 @@ class Backend(Protocol):
 
     async def kill(self, job_id: str) -> None: ...
 
+    async def kill_unseen(self, job_id: str) -> None:
+        """Ends whatever of a job this engine has not seen since it started still runs (a
+        Kubernetes job's pods outlive the engine that made them); nothing for sandboxes, which
+        die with their engine."""
+        ...
+
     async def delete_job_files(self, job_id: str, *, keep_results: bool) -> None: ...

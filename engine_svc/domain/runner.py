@@ -119,6 +119,9 @@ class JobRunner:
             self._stopped_unseen[job_id] = None
             while len(self._stopped_unseen) > 10_000:
                 self._stopped_unseen.popitem(last=False)
+            # A job an earlier engine ran may still have pods running: they end now, not when the
+            # sweep finds the job unclaimed.
+            await self.backend.kill_unseen(job_id)
             return StopOutcome.NOT_SEEN
         if run.finished:
             return StopOutcome.ALREADY_ENDED

@@ -358,6 +358,9 @@ class LocalBackend:
                 helper.kill()
             await helper.wait()
 
+    async def kill_unseen(self, job_id: str) -> None:
+        """Nothing to do: a sandbox dies with the engine that started it (--die-with-parent)."""
+
     async def kill(self, job_id: str) -> None:
         self._killed.add(job_id)
         cancelled = self._cancel_provisioning.get(job_id)

@@ -11,6 +11,7 @@ import pytest
 
 from c2d_common.ids import new_job_id
 from c2d_common.status import JobStatus
+from engine_svc.domain.runner import StopOutcome
 from engine_svc.infra.kubernetes import KubernetesBackend
 from tests.k8s.cluster import Cluster
 from tests.k8s.conftest import needs_bwrap
@@ -98,6 +99,38 @@ async def test_a_job_nobody_claims_after_a_restart_is_deleted(
         await second.close()
     assert cluster.labelled(job_id) == []
     assert not (cluster.results_dir / job_id).exists()
+
+
+async def test_a_job_stopped_right_after_a_restart_has_its_pods_deleted_at_once(
+    cluster: Cluster, inputs: tuple[Path, str]
+) -> None:
+    """The operator's Stop reaches the restarted engine before any RunJob: the job was not seen
+    here, and its algorithm pod, which outlived the first engine, ends now rather than run until
+    the sweep (adopt_grace_seconds, minutes in deploy/)."""
+    folder, url = inputs
+    (folder / "data.txt").write_bytes(b"x")
+    job_id = new_job_id()
+    first = backend_for(cluster)
+    run = start(make_runner(first), job_spec(f"{url}/data.txt", "import time\ntime.sleep(600)\n"), job_id)
+    await cluster.wait_for_pod_phase(f"c2d-{job_id}-algorithm", "Running")
+    assert run.task is not None
+    await interrupt(first, run.task)
+    await first.close()
+
+    second = backend_for(cluster, adopt_grace_seconds=3600)
+    try:
+        await second.start()
+        runner = make_runner(second)
+        assert await runner.stop(job_id) is StopOutcome.NOT_SEEN
+        left = cluster.labelled(job_id)
+        assert not [name for kind, name in left if kind == "pods"], left
+        assert ("configmaps", f"c2d-{job_id}") in left, "the rest waits for the sweep or a RunJob"
+        # Dispatched again after all: it is stopped at once, and then everything goes.
+        seen = await follow(start(runner, job_spec(f"{url}/data.txt", SLOW_ONCE), job_id))
+        assert seen.status is JobStatus.STOPPED, seen.statuses
+    finally:
+        await second.close()
+    assert not [name for kind, name in cluster.labelled(job_id) if kind == "pods"]
 
 
 async def test_a_job_of_another_engine_is_never_touched(cluster: Cluster, inputs: tuple[Path, str]) -> None:

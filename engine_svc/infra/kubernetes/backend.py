@@ -687,12 +687,23 @@ class KubernetesBackend:
 
     # --- stop and clean-up ------------------------------------------------------------------------
 
+    async def kill_unseen(self, job_id: str) -> None:
+        """A job stopped before this engine saw it (since a restart): its pods, if an earlier
+        engine left any, are deleted now; its other objects go with the sweep, or with the job if
+        the operator dispatches it here again."""
+        if self._detached or self._api is None or job_id in self._active:
+            return
+        await self._delete_pods(job_id)
+
     async def kill(self, job_id: str) -> None:
         if self._detached or self._api is None:
             return
         self._killed.add(job_id)
         assert self.watcher is not None
         await self.watcher.notify()
+        await self._delete_pods(job_id)
+
+    async def _delete_pods(self, job_id: str) -> None:
         try:
             await self.core.delete_collection_namespaced_pod(
                 self.settings.namespace,
