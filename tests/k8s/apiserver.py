@@ -283,6 +283,8 @@ class ApiServer(kmock.KubernetesEmulator):
     log_source: LogSource | None = attrs.field(default=None, init=False)
     # Every request: (method, path, query) — for assertions on what a client did.
     calls: list[tuple[str, str, dict[str, str]]] = attrs.field(factory=list, init=False)
+    # For each 410 Gone sent on a watch: how many requests had come by then (an index in calls).
+    gone_at: list[int] = attrs.field(factory=list, init=False)
     # Admission hooks a test may add: called with (route, object); raise ApiError to refuse.
     admission: list[Callable[[Route, dict[str, Any]], None]] = attrs.field(factory=list, init=False)
     # Faults a test may inject: called with (verb, route) for every request RBAC allows, before
@@ -689,6 +691,7 @@ class ApiServer(kmock.KubernetesEmulator):
             else:
                 start = int(version) if version.isdigit() else -1
                 if start < self.compacted:
+                    self.gone_at.append(len(self.calls))
                     await send(
                         {
                             "type": "ERROR",

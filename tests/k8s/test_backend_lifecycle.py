@@ -325,9 +325,35 @@ async def test_a_410_gone_makes_the_watcher_list_again_and_the_job_carries_on(
         await backend.close()
     assert seen.status is JobStatus.FINISHED, seen.statuses
     assert b"first" in seen.output and b"second" in seen.output
-    watches = [q for m, p, q in cluster.api.calls if q.get("watch") == "true"]
-    assert any(int(q["resourceVersion"]) < cluster.api.compacted for q in watches), "a watch was answered 410"
+    assert cluster.api.gone_at, "a watch was answered 410 Gone"
+    after_gone = cluster.api.calls[cluster.api.gone_at[0] :]
+    lists = [p for m, p, q in after_gone if m == "GET" and p.endswith("/pods") and q.get("watch") != "true"]
+    assert lists, "after 410 Gone the watcher listed the pods again"
     assert cluster.labelled(job_id) == []
+
+
+async def test_pod_states_come_from_the_watch_not_from_polling(
+    cluster: Cluster, inputs: tuple[Path, str]
+) -> None:
+    """Three pods run through their phases; the pods are listed only when the watcher (re)starts
+    its list-then-watch, never read one by one to see how they are doing."""
+    folder, url = inputs
+    (folder / "data.txt").write_bytes(b"x")
+    backend = backend_for(cluster)
+    start_calls = len(cluster.api.calls)
+    try:
+        algorithm = "import time\ntime.sleep(1)\nprint('done')\n"
+        seen = await follow(start(make_runner(backend), job_spec(f"{url}/data.txt", algorithm), new_job_id()))
+        assert backend.watcher is not None
+        lists = backend.watcher.lists
+    finally:
+        await backend.close()
+    assert seen.status is JobStatus.FINISHED, seen.statuses
+    reads = [(m, p, q) for m, p, q in cluster.api.calls[start_calls:] if m == "GET" and "/pods" in p]
+    pod_lists = [c for c in reads if c[1].endswith("/pods") and c[2].get("watch") != "true"]
+    single_pod_reads = [c for c in reads if not c[1].endswith("/pods") and not c[1].endswith("/log")]
+    assert len(pod_lists) == lists, "every list of the pods is the watcher's"
+    assert single_pod_reads == [], "no pod is read one by one (that would be polling)"
 
 
 async def test_a_pod_the_cluster_refuses_ends_the_job_as_a_system_error(
