@@ -311,8 +311,42 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("C2D_K8S_RUNTIME_IMAGES", "[1, 2]"),
         ("C2D_K8S_PODTOOLS_MEMORY", "lots"),
         ("C2D_K8S_RUN_AS_USER", "0"),
+        ("C2D_K8S_DNS_CIDRS", "169.254.20.10/33"),
+        ("C2D_K8S_BLOCKED_CIDRS", "10.0.0.0/8,not-a-cidr"),
+        ("C2D_K8S_DNS_NAMESPACE", "Kube_System"),
+        ("C2D_K8S_DNS_POD_LABELS", '{"k8s-app": 1}'),
     ]:
         with monkeypatch.context() as patched:
             patched.setenv(name, value)
             with pytest.raises(ConfigError):
                 KubernetesSettings.from_env()
+
+
+def test_dns_for_internet_only_pods_follows_the_cluster_s_dns() -> None:
+    """kube-dns by default; OpenShift's DNS pods, or NodeLocal DNSCache's link-local address
+    (which the blocked ranges would otherwise cut off), where the settings say so."""
+    default = JobManifests(SETTINGS, context(network_allowed=True)).algorithm_network_policy(OWNER_REF)
+    (dns,) = [rule for rule in default["spec"]["egress"] if "ports" in rule]
+    assert dns["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
+    openshift = replace(
+        SETTINGS,
+        dns_namespace="openshift-dns",
+        dns_pod_labels={"dns.operator.openshift.io/daemonset-dns": "default"},
+        dns_cidrs=("169.254.20.10/32",),
+    )
+    policy = JobManifests(openshift, context(network_allowed=True)).algorithm_network_policy(OWNER_REF)
+    kubernetes_validate.validate(policy, KUBERNETES_VERSION, strict=True)
+    (dns,) = [rule for rule in policy["spec"]["egress"] if "ports" in rule]
+    assert dns["to"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "openshift-dns"
+    }
+    assert dns["to"][0]["podSelector"]["matchLabels"] == {
+        "dns.operator.openshift.io/daemonset-dns": "default"
+    }
+    assert dns["to"][1] == {"ipBlock": {"cidr": "169.254.20.10/32"}}
+    assert {p["port"] for p in dns["ports"]} == {53}, "only DNS reaches the link-local cache"

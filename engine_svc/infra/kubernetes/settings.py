@@ -6,6 +6,7 @@ is here; everything a job decides (resources, deadline, network) comes from its 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -74,6 +75,12 @@ class KubernetesSettings:
     publish_env: tuple[str, ...] = ()
     # Egress a network-allowed algorithm never gets (see DEFAULT_BLOCKED_CIDRS).
     blocked_cidrs: tuple[str, ...] = DEFAULT_BLOCKED_CIDRS
+    # Where internet-only pods may ask DNS (port 53): the cluster DNS pods (kube-dns's namespace
+    # and labels by default; OpenShift's are openshift-dns with dns.operator.openshift.io/daemonset-dns),
+    # and addresses such as NodeLocal DNSCache's 169.254.20.10/32, which the blocked ranges hide.
+    dns_namespace: str = "kube-system"
+    dns_pod_labels: dict[str, str] = field(default_factory=lambda: {"k8s-app": "kube-dns"})
+    dns_cidrs: tuple[str, ...] = ()
     # uid and gid every job container runs as.
     run_as_user: int = 65534
     # Extended resource for GPUs; pods that ask for it tolerate the taint of the same name.
@@ -108,6 +115,15 @@ class KubernetesSettings:
                 raise ConfigError(f"{name!r} is not an environment variable name")
         if self.run_as_user <= 0:
             raise ConfigError("C2D_K8S_RUN_AS_USER must be a uid other than root's")
+        if not _DNS_LABEL.fullmatch(self.dns_namespace) or len(self.dns_namespace) > 63:
+            raise ConfigError(f"C2D_K8S_DNS_NAMESPACE={self.dns_namespace!r} is not a namespace name")
+        for cidr in (*self.dns_cidrs, *self.blocked_cidrs):
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError:
+                raise ConfigError(
+                    f"{cidr!r} (C2D_K8S_DNS_CIDRS or C2D_K8S_BLOCKED_CIDRS) is not a CIDR"
+                ) from None
 
     @classmethod
     def from_env(cls) -> KubernetesSettings:
@@ -132,6 +148,9 @@ class KubernetesSettings:
             configure_env=_names("C2D_K8S_CONFIGURE_ENV"),
             publish_env=_names("C2D_K8S_PUBLISH_ENV"),
             blocked_cidrs=_names("C2D_K8S_BLOCKED_CIDRS") or DEFAULT_BLOCKED_CIDRS,
+            dns_namespace=env_str("C2D_K8S_DNS_NAMESPACE", cls.dns_namespace),
+            dns_pod_labels=_json_str_map("C2D_K8S_DNS_POD_LABELS") or {"k8s-app": "kube-dns"},
+            dns_cidrs=_names("C2D_K8S_DNS_CIDRS"),
             run_as_user=env_int("C2D_K8S_RUN_AS_USER", cls.run_as_user),
             gpu_resource=env_str("C2D_K8S_GPU_RESOURCE", cls.gpu_resource),
             node_selector=_json_str_map("C2D_K8S_NODE_SELECTOR"),

@@ -254,17 +254,18 @@ class JobManifests:
         if blocked_v4:
             v4["except"] = blocked_v4
         v6: dict[str, Any] = {"cidr": "::/0", "except": ["fc00::/7", "fe80::/10", *blocked_v6]}
+        dns_peers: list[dict[str, Any]] = [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": self.settings.dns_namespace}
+                },
+                "podSelector": {"matchLabels": dict(self.settings.dns_pod_labels)},
+            }
+        ]
+        dns_peers += [{"ipBlock": {"cidr": cidr}} for cidr in self.settings.dns_cidrs]
         return [
             {"to": [{"ipBlock": v4}, {"ipBlock": v6}]},
-            {
-                "to": [
-                    {
-                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                    }
-                ],
-                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-            },
+            {"to": dns_peers, "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
         ]
 
     def _network_policy(self, phase: str, owner: Owner, egress: list[dict[str, Any]]) -> Manifest:
