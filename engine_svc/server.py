@@ -6,8 +6,12 @@ The backend is chosen by C2D_BACKEND: `local` (sandboxes on this machine, the de
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import TYPE_CHECKING
+
+import structlog
+from grpc_health.v1 import health_pb2
 
 from c2d.engine.v1 import service_pb2, service_pb2_grpc
 from c2d_common.env import ConfigError
@@ -18,6 +22,8 @@ from engine_svc.domain.model import Backend
 from engine_svc.domain.runner import JobRunner, RunnerSettings
 from engine_svc.domain.runs import RunRegistry
 from engine_svc.infra.local_backend import LocalBackend, LocalBackendSettings, default_runtimes
+
+log = structlog.get_logger(__name__)
 
 if TYPE_CHECKING:
     from engine_svc.infra.kubernetes import KubernetesSettings
@@ -96,8 +102,31 @@ async def start_backend(runner: JobRunner) -> None:
         await start(wait_for_sync=False)
 
 
+async def report_ready_when_synced(server: ServiceServer, runner: JobRunner) -> asyncio.Task[None] | None:
+    """The engine service is NOT_SERVING until a Kubernetes backend has listed its pods (the API
+    server answers, and the Role allows what the engine does), then SERVING: a readiness probe on
+    the service sees a cluster the engine cannot use, where the overall health ("", for liveness)
+    stays SERVING. The local backend is ready at once."""
+    watcher = getattr(runner.backend, "watcher", None)
+    if watcher is None:
+        return None
+    await server.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def wait() -> None:
+        await watcher.synced.wait()
+        await server.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        log.info("kubernetes backend synced: serving")
+
+    return asyncio.create_task(wait(), name="c2d-engine-ready")
+
+
 async def serve(settings: EngineSettings) -> None:
     server, runner = build_engine(settings)
     await start_backend(runner)
     await server.start(settings.port_file)
-    await server.wait_for_termination_signal()
+    ready = await report_ready_when_synced(server, runner)
+    try:
+        await server.wait_for_termination_signal()
+    finally:
+        if ready is not None:
+            ready.cancel()

@@ -85,8 +85,13 @@ def test_the_suites_pods_meet_pod_security_restricted_with_a_read_only_root() ->
 )
 def test_probes_ask_the_grpc_health_service(name: str, port: int) -> None:
     container = workloads(rendered(OVERLAYS[0]))[name]["spec"]["template"]["spec"]["containers"][0]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         assert container[probe]["grpc"] == {"port": port}
+    # The engine is ready once it can use the cluster (its service's health), alive as a process.
+    ready = (
+        {"port": port, "service": "c2d.engine.v1.EngineService"} if name == "c2d-engine" else {"port": port}
+    )
+    assert container["readinessProbe"]["grpc"] == ready
 
 
 def test_the_engine_runs_the_kubernetes_backend_under_a_stable_name() -> None:

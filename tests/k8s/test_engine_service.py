@@ -4,10 +4,12 @@ engine to get its RunJob finishes it."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from c2d.common.v1 import job_pb2
 from c2d.engine.v1 import request_response_pb2 as pb
@@ -19,7 +21,8 @@ from c2d_common.status import JobStatus
 from engine_svc.config import EngineSettings
 from engine_svc.infra.kubernetes import KubernetesBackend
 from engine_svc.infra.local_backend import LocalBackend
-from engine_svc.server import build_engine, start_backend
+from engine_svc.server import SERVICE_NAME, build_engine, report_ready_when_synced, start_backend
+from tests.k8s.apiserver import ApiError, Route
 from tests.k8s.cluster import Cluster
 from tests.k8s.conftest import needs_bwrap
 from tests.k8s.jobs import OWNER, SMALL, job_spec
@@ -137,3 +140,51 @@ async def test_an_engine_shut_down_mid_job_hands_the_job_to_the_next(
     created = [p for m, p, _ in cluster.api.calls if m == "POST" and p.endswith("/pods")]
     assert len(created) == 3, "no phase ran twice"
     assert cluster.labelled(job_id) == []
+
+
+async def test_the_engine_service_is_ready_only_once_the_cluster_answers(cluster: Cluster) -> None:
+    """Readiness (the engine service's health) waits for the first list of pods: an API server
+    that refuses it (down, or a Role without list) keeps the engine out of service, while the
+    overall health (liveness) says the process is alive."""
+    refusing = True
+
+    def refuse_pod_lists(verb: str, route: Route) -> None:
+        if refusing and route.plural == "pods" and verb in ("list", "watch"):
+            raise ApiError(503, "ServiceUnavailable", "etcd is having a bad moment")
+
+    cluster.api.faults.append(refuse_pod_lists)
+    server, runner = build_engine(
+        engine_settings(cluster), backend="kubernetes", kubernetes=cluster.settings()
+    )
+    await start_backend(runner)
+    port = await server.start()
+    ready = await report_ready_when_synced(server, runner)
+    assert ready is not None
+    channel = insecure_channel(f"127.0.0.1:{port}")
+    health = health_pb2_grpc.HealthStub(channel)
+
+    async def status(service: str) -> int:
+        return (await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)).status
+
+    try:
+        await asyncio.sleep(1.5)
+        assert await status(SERVICE_NAME) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await status("") == health_pb2.HealthCheckResponse.SERVING
+        refusing = False
+        await asyncio.wait_for(ready, 30)
+        assert await status(SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        ready.cancel()
+        await channel.close()
+        await server.stop()
+
+
+async def test_the_local_backend_is_ready_at_once(tmp_path: Path) -> None:
+    server, runner = build_engine(
+        EngineSettings(work_dir=tmp_path / "work", results_dir=tmp_path / "results")
+    )
+    await server.start()
+    try:
+        assert await report_ready_when_synced(server, runner) is None
+    finally:
+        await server.stop()
