@@ -24,6 +24,12 @@ class Environment:
     # GPUs the algorithm gets (the Kubernetes backend requests them as nvidia.com/gpu).
     gpus: int = 0
 
+    @property
+    def scratch_bytes(self) -> int:
+        """The algorithm's /tmp, beside the job's disk: the smaller of disk and memory (a tmpfs
+        on the local backend, an emptyDir on Kubernetes), at least 1 MiB."""
+        return max(1024 * 1024, min(self.disk_bytes, self.memory_bytes))
+
 
 @dataclass(frozen=True)
 class JobContext:

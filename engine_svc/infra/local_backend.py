@@ -653,7 +653,7 @@ class LocalBackend:
                 "ALGO": "/data/transformations/algorithm",
             },
             chdir="/data",
-            tmp_bytes=max(1024 * 1024, min(env.disk_bytes, env.memory_bytes)),
+            tmp_bytes=env.scratch_bytes,
             limits=Limits(
                 memory_bytes=None if self.cgroups else env.memory_bytes,
                 cpu_seconds=max(1, int(env.max_duration_seconds * max(env.cpus, 1))),

@@ -129,9 +129,12 @@ def test_the_algorithm_gets_the_environments_resources_and_deadline() -> None:
     assert container["resources"]["limits"] == {
         "cpu": "2500m",
         "memory": str(3 * 1024**3),
-        "ephemeral-storage": str(5 * 1024**3),
+        # /tmp (the smaller of disk and memory) and the log: the disk itself is the job's volume.
+        "ephemeral-storage": str(3 * 1024**3 + 64 * 1024**2),
         "nvidia.com/gpu": "2",
     }
+    tmp = next(v for v in algorithm["spec"]["volumes"] if v["name"] == "tmp")
+    assert tmp["emptyDir"]["sizeLimit"] == str(3 * 1024**3)
     assert algorithm["spec"]["activeDeadlineSeconds"] == 900
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in algorithm["spec"][
         "tolerations"

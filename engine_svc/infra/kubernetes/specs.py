@@ -156,6 +156,10 @@ def job_selector(engine_id: str, job_id: str | None = None) -> str:
     return selector + (f",{LABEL_JOB}={job_id}" if job_id else "")
 
 
+# Room on the node for an algorithm container's log, beside its /tmp.
+CONTAINER_LOG_BYTES = 64 * 1024 * 1024
+
+
 def cpu_quantity(cpus: float) -> str:
     return f"{max(1, round(cpus * 1000))}m"
 
@@ -453,10 +457,15 @@ class JobManifests:
     def algorithm_pod(self, owner: Owner, image: str, argv: list[str]) -> Manifest:
         env = self.env
         algorithm = self.job.spec.algorithm
+        # The environment's disk is the job's volume (inputs, outputs, logs: the PVC). The node
+        # gives only scratch space: /tmp, as large as the local backend's (the smaller of disk and
+        # memory), and room for the container's log. Sizing /tmp at the whole disk reserved the
+        # environment's disk twice on the node.
+        scratch = env.scratch_bytes
         resources = {
             "cpu": cpu_quantity(env.cpus),
             "memory": str(env.memory_bytes),
-            "ephemeral-storage": str(env.disk_bytes),
+            "ephemeral-storage": str(scratch + CONTAINER_LOG_BYTES),
         }
         tolerations = None
         if env.gpus > 0:
@@ -489,7 +498,7 @@ class JobManifests:
             ],
             working_dir="/data",
         )
-        volumes = [self._data_volume(), self._tmp_volume(str(env.disk_bytes))]
+        volumes = [self._data_volume(), self._tmp_volume(str(scratch))]
         return self._pod(
             ALGORITHM, owner, [container], volumes, env.max_duration_seconds, tolerations=tolerations
         )
