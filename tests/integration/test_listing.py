@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import pytest_asyncio
 from google.protobuf import struct_pb2
@@ -282,10 +283,15 @@ async def test_start_twice_with_one_request_id_is_one_job(tmp_path: Path) -> Non
         second = await start(suite, CONSUMER, did, request_id="retry-me")
         assert first.job_id == second.job_id == first.job.job_id == second.job.job_id
         await wait_terminal(suite, CONSUMER, first.job_id)
-        # Still the same job once it has ended, even if the retry differs in its algorithm.
-        third = await start(suite, CONSUMER, did, code=FAILS, request_id="retry-me")
+        # Still the same job once it has ended.
+        third = await start(suite, CONSUMER, did, request_id="retry-me")
         assert third.job_id == first.job_id
         assert third.job.status == JobStatus.FINISHED
+        # A request that differs (another algorithm) is not a retry: refused, never answered with
+        # the first job as if the new algorithm had run.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await start(suite, CONSUMER, did, code=FAILS, request_id="retry-me")
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         listed = await suite.compute.List(pb.ListRequest(consumer_address=CONSUMER), timeout=T)
         assert [j.job_id for j in listed.jobs] == [first.job_id]
 
