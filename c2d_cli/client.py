@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,10 +15,46 @@ from c2d.provider.v1 import request_response_pb2 as pb
 from c2d.provider.v1 import service_pb2_grpc
 from c2d_common.server import insecure_channel
 from c2d_common.signing import address_of, signing_interceptors
+from c2d_common.status import JobStatus
 
 
 class ChecksumMismatch(Exception):
     pass
+
+
+# How long watch and get_logs keep trying to reconnect a cut stream, and which failures they
+# reconnect after (the provider restarting, or between it and the operator).
+RECONNECT_SECONDS = 300.0
+RECONNECTED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED}
+TERMINAL_STATUSES = frozenset(s for s in JobStatus if s.is_terminal)
+
+
+class StreamLost(Exception):
+    """A stream could not be opened again within its reconnect time."""
+
+
+class _Reconnect:
+    """Back-off between attempts to open a cut stream again: 0.1 s doubling to 2 s, for at most
+    `seconds` of failed attempts in a row."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.reset()
+
+    def reset(self) -> None:
+        self.failing_since: float | None = None
+        self.pause = 0.1
+
+    async def wait_or_raise(self, cause: BaseException | None) -> None:
+        now = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = now
+        if now - self.failing_since >= self.seconds:
+            if cause is not None:
+                raise cause
+            raise StreamLost(f"the stream ended early and could not be opened again in {self.seconds:g} s")
+        await asyncio.sleep(self.pause)
+        self.pause = min(self.pause * 2, 2.0)
 
 
 class ProviderClient:
@@ -113,21 +151,73 @@ class ProviderClient:
             if not token:
                 return
 
-    async def watch(self, job_id: str, after_sequence: int = 0) -> AsyncIterator[pb.WatchResponse]:
-        request = pb.WatchRequest(
-            consumer_address=self.consumer, job_id=job_id, after_sequence=after_sequence
-        )
-        async for response in self.compute.Watch(request):
-            yield response
+    async def watch(
+        self, job_id: str, after_sequence: int = 0, reconnect_seconds: float = RECONNECT_SECONDS
+    ) -> AsyncIterator[pb.WatchResponse]:
+        """Every event of the job after after_sequence, in order, each once, until its terminal
+        status. A stream cut on the way (a provider or operator restarting, a provider shutting
+        down, which ends its streams) is opened again from the last event seen, for up to
+        reconnect_seconds of failed attempts in a row (0: never)."""
+        last = after_sequence
+        reconnect = _Reconnect(reconnect_seconds)
+        while True:
+            request = pb.WatchRequest(consumer_address=self.consumer, job_id=job_id, after_sequence=last)
+            try:
+                async for response in self.compute.Watch(request):
+                    if response.event.sequence <= last:
+                        continue  # already seen before the cut
+                    last = response.event.sequence
+                    reconnect.reset()
+                    yield response
+                    if response.event.status in TERMINAL_STATUSES:
+                        return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RECONNECTED:
+                    raise
+                await reconnect.wait_or_raise(exc)
+                continue
+            # Ended without the terminal status: the provider is shutting down, or the job had
+            # ended before after_sequence and nothing came after it.
+            details = await self.get_job_details(job_id)
+            if details.job.status in TERMINAL_STATUSES and details.history[-1].sequence <= last:
+                return
+            await reconnect.wait_or_raise(None)
 
     async def get_logs(
-        self, job_id: str, follow: bool = False, after_sequence: int = 0
+        self,
+        job_id: str,
+        follow: bool = False,
+        after_sequence: int = 0,
+        reconnect_seconds: float = RECONNECT_SECONDS,
     ) -> AsyncIterator[job_pb2.LogChunk]:
-        request = pb.GetLogsRequest(
-            consumer_address=self.consumer, job_id=job_id, follow=follow, after_sequence=after_sequence
-        )
-        async for response in self.compute.GetLogs(request):
-            yield response.chunk
+        """The job's log chunks after after_sequence; with follow, until the job ends, reconnecting
+        from the last chunk seen when the stream is cut before (as watch does)."""
+        last = after_sequence
+        reconnect = _Reconnect(reconnect_seconds if follow else 0)
+        while True:
+            request = pb.GetLogsRequest(
+                consumer_address=self.consumer, job_id=job_id, follow=follow, after_sequence=last
+            )
+            try:
+                async for response in self.compute.GetLogs(request):
+                    if response.chunk.sequence and response.chunk.sequence <= last:
+                        continue
+                    last = response.chunk.sequence or last
+                    reconnect.reset()
+                    yield response.chunk
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RECONNECTED:
+                    raise
+                await reconnect.wait_or_raise(exc)
+                continue
+            if not follow:
+                return
+            if (await self.get_job_details(job_id)).job.status in TERMINAL_STATUSES:
+                # Over: what the cut stream had not brought yet is read once more, without
+                # following, and that is the end.
+                follow = False
+                continue
+            await reconnect.wait_or_raise(None)
 
     async def get_result(
         self, job_id: str, name: str, kind: int = 0, offset: int = 0
