@@ -169,9 +169,12 @@ async def start_local_suite(
     return suite
 
 
-async def restart_service(suite: LocalSuite, name: str, timeout: float = 30.0) -> None:
+async def restart_service(
+    suite: LocalSuite, name: str, timeout: float = 30.0, down_seconds: float = 0.0
+) -> None:
     """Kills one service with SIGKILL (no clean-up of any kind) and starts it again on the same
-    port with the same configuration: what a crash and a supervisor's restart look like.
+    port with the same configuration, after down_seconds: what a crash and a supervisor's restart
+    look like.
 
     Raises ServiceAlreadyExited, and starts nothing, when the service had already exited: killing
     it silently would hide a crash of its own."""
@@ -183,6 +186,7 @@ async def restart_service(suite: LocalSuite, name: str, timeout: float = 30.0) -
         )
     process.kill()
     await asyncio.to_thread(process.wait)
+    await asyncio.sleep(down_seconds)
     module, env, log_path = suite.launches[name]
     listen_variable = {
         "engine": "C2D_ENGINE_LISTEN",

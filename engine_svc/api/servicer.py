@@ -57,13 +57,17 @@ class EngineServicer(service_pb2_grpc.EngineServiceServicer):
             run = self.runner.attach_or_start(job_id, owner, request.spec)
         except EngineShuttingDown as exc:
             raise Unavailable(str(exc)) from None
-        async for progress in run.follow():
+        async for position, progress in run.follow(request.run_id, request.after_progress):
             if isinstance(progress, LogOutput):
                 yield pb.RunJobResponse(
-                    log=job_pb2.LogChunk(stream=progress.stream, data=progress.data)  # type: ignore[arg-type]
+                    log=job_pb2.LogChunk(stream=progress.stream, data=progress.data),  # type: ignore[arg-type]
+                    run_id=run.run_id,
+                    progress_index=position,
                 )
             else:
-                yield pb.RunJobResponse(status=_status_to_proto(progress))
+                yield pb.RunJobResponse(
+                    status=_status_to_proto(progress), run_id=run.run_id, progress_index=position
+                )
 
     async def StopJob(
         self, request: pb.StopJobRequest, context: grpc.aio.ServicerContext

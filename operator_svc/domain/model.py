@@ -17,12 +17,25 @@ class StatusUpdate:
     exit_code: int | None = None
     out_of_memory: bool = False
     results: list[NewResult] = field(default_factory=list)
+    # Where it stands in the engine's run of the job (see ProgressCursor); none for updates the
+    # operator makes itself.
+    cursor: ProgressCursor | None = None
 
 
 @dataclass(frozen=True)
 class LogPiece:
     stream: int
     data: bytes
+    cursor: ProgressCursor | None = None
+
+
+@dataclass(frozen=True)
+class ProgressCursor:
+    """A position in an engine's run of a job: the run's id and the index of a status change or
+    log piece in it. Stored with what it brought, so that a re-attach asks for what follows."""
+
+    run_id: str = ""
+    position: int = 0
 
 
 class StopAnswer(Enum):
@@ -39,7 +52,9 @@ class EngineUnavailable(Exception):
 
 
 class EngineGateway(Protocol):
-    def run_job(self, job_id: str, owner: str, spec: bytes) -> AsyncIterator[StatusUpdate | LogPiece]: ...
+    def run_job(
+        self, job_id: str, owner: str, spec: bytes, after: ProgressCursor
+    ) -> AsyncIterator[StatusUpdate | LogPiece]: ...
 
     async def stop_job(self, job_id: str) -> StopAnswer: ...
 

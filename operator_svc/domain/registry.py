@@ -25,7 +25,14 @@ from c2d_common.status import DEFAULT_STATUS_TEXT, JobStatus
 from c2d_common.timestamps import utcnow
 from operator_svc.domain.engines import EngineSet
 from operator_svc.domain.hub import EventHub
-from operator_svc.domain.model import EngineGateway, EngineUnavailable, LogPiece, StatusUpdate, StopAnswer
+from operator_svc.domain.model import (
+    EngineGateway,
+    EngineUnavailable,
+    LogPiece,
+    ProgressCursor,
+    StatusUpdate,
+    StopAnswer,
+)
 from operator_svc.infra.job_store import JobRecord, JobStore, StoredEvent, StoredLog
 from operator_svc.infra.job_writer import JobWriter
 from operator_svc.infra.metrics import STATUS_CHANGES
@@ -256,10 +263,16 @@ class JobRegistry:
         raise failure
 
     async def _follow_engine(self, job_id: str, owner: str, spec: bytes, engine: EngineGateway) -> bool:
-        """True once the job's terminal status is recorded."""
-        async for update in engine.run_job(job_id, owner, spec):
+        """True once the job's terminal status is recorded. Asks the engine for what follows the
+        progress already stored, so that nothing it produced while this stream was away (a
+        restart of either side, a cut) is missed, and nothing is stored twice."""
+        record = await asyncio.to_thread(self.store.get_job, job_id)
+        if record is None:
+            return True
+        after = ProgressCursor(record.job.progress_run_id or "", record.job.progress_position)
+        async for update in engine.run_job(job_id, owner, spec, after):
             if isinstance(update, LogPiece):
-                await self._record_log(job_id, update.stream, update.data)
+                await self._record_log(job_id, update.stream, update.data, update.cursor)
                 continue
             record = await self.record_status(job_id, update)
             if record is None or JobStatus(record.job.status).is_terminal:
@@ -300,6 +313,8 @@ class JobRegistry:
                 out_of_memory=update.out_of_memory,
                 results=update.results,
                 now=utcnow(),
+                run_id=update.cursor.run_id if update.cursor else None,
+                position=update.cursor.position if update.cursor else None,
             )
         if stored is None:
             return None
@@ -315,7 +330,9 @@ class JobRegistry:
             self._locks.pop(job_id, None)
         return record
 
-    async def _record_log(self, job_id: str, stream: int, data: bytes) -> None:
+    async def _record_log(
+        self, job_id: str, stream: int, data: bytes, cursor: ProgressCursor | None = None
+    ) -> None:
         row = await self.writer.run(
             self.store.append_log_in,
             job_id,
@@ -323,6 +340,8 @@ class JobRegistry:
             data=data,
             now=utcnow(),
             limit_bytes=self.settings.log_limit_bytes,
+            run_id=cursor.run_id if cursor else None,
+            position=cursor.position if cursor else None,
         )
         if row is not None:
             self.hub.publish(("log", job_id), row)

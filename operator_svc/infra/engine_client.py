@@ -10,7 +10,13 @@ from c2d.common.v1 import job_pb2
 from c2d.engine.v1 import request_response_pb2 as engine_pb2
 from c2d.engine.v1 import service_pb2_grpc as engine_grpc
 from c2d_common.server import insecure_channel
-from operator_svc.domain.model import EngineUnavailable, LogPiece, StatusUpdate, StopAnswer
+from operator_svc.domain.model import (
+    EngineUnavailable,
+    LogPiece,
+    ProgressCursor,
+    StatusUpdate,
+    StopAnswer,
+)
 from operator_svc.infra.job_store import NewResult
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
@@ -29,13 +35,22 @@ class GrpcEngineGateway:
         self.channel = insecure_channel(address)
         self.stub = engine_grpc.EngineServiceStub(self.channel)
 
-    async def run_job(self, job_id: str, owner: str, spec: bytes) -> AsyncIterator[StatusUpdate | LogPiece]:
-        request = engine_pb2.RunJobRequest(job_id=job_id, owner=owner, spec=job_pb2.JobSpec.FromString(spec))
+    async def run_job(
+        self, job_id: str, owner: str, spec: bytes, after: ProgressCursor
+    ) -> AsyncIterator[StatusUpdate | LogPiece]:
+        request = engine_pb2.RunJobRequest(
+            job_id=job_id,
+            owner=owner,
+            spec=job_pb2.JobSpec.FromString(spec),
+            run_id=after.run_id,
+            after_progress=after.position,
+        )
         try:
             async for response in self.stub.RunJob(request, wait_for_ready=False):
                 which = response.WhichOneof("progress")
+                cursor = ProgressCursor(response.run_id, response.progress_index)
                 if which == "log":
-                    yield LogPiece(stream=response.log.stream, data=response.log.data)
+                    yield LogPiece(stream=response.log.stream, data=response.log.data, cursor=cursor)
                 elif which == "status":
                     status = response.status
                     yield StatusUpdate(
@@ -46,6 +61,7 @@ class GrpcEngineGateway:
                         results=[
                             NewResult(r.name, r.kind, r.size, r.sha256, r.location) for r in status.results
                         ],
+                        cursor=cursor,
                     )
         except grpc.aio.AioRpcError as exc:
             raise _unavailable_or(exc) from exc

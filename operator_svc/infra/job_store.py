@@ -70,6 +70,8 @@ class StoredJob:
     log_bytes: int
     engine: str | None
     log_sequence: int
+    progress_run_id: str | None = None
+    progress_position: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,8 @@ def _job(row: Sequence[Any], parse_time: Callable[[Any], Any] = lambda value: va
         log_bytes,
         engine,
         log_sequence,
+        progress_run_id,
+        progress_position,
     ) = row
     return StoredJob(
         job_id=job_id,
@@ -147,6 +151,8 @@ def _job(row: Sequence[Any], parse_time: Callable[[Any], Any] = lambda value: va
         log_bytes=int(log_bytes),
         engine=engine,
         log_sequence=int(log_sequence),
+        progress_run_id=progress_run_id,
+        progress_position=int(progress_position or 0),
     )
 
 
@@ -176,24 +182,39 @@ class _HotWrites:
         advance = (
             "UPDATE jobs SET sequence = sequence + 1, status = :new_status, status_text = :new_text, "
             "updated_at = :now, exit_code = COALESCE(:new_exit_code, exit_code), "
-            "out_of_memory = (out_of_memory OR :new_out_of_memory){finished} "
+            "out_of_memory = (out_of_memory OR :new_out_of_memory){finished}{cursor} "
             f"WHERE job_id = :job_id AND status NOT IN ({terminal}) "
             "AND (status != :new_status OR status_text != :new_text OR :with_results) "
             f"RETURNING {columns}"
         )
+        # Keyed by (terminal, with a progress cursor).
+        cursor = ", progress_run_id = :run_id, progress_position = :position"
         self.advance = {
-            False: self._sql(advance.format(finished="")),
-            True: self._sql(advance.format(finished=", finished_at = :now")),
+            (terminal_, with_cursor): self._sql(
+                advance.format(
+                    finished=", finished_at = :now" if terminal_ else "", cursor=cursor if with_cursor else ""
+                )
+            )
+            for terminal_ in (False, True)
+            for with_cursor in (False, True)
         }
+        # A status the job already has, repeated by an engine: only the cursor moves.
+        self.move_cursor = self._sql(
+            "UPDATE jobs SET progress_run_id = :run_id, progress_position = :position WHERE job_id = :job_id"
+        )
         self.insert_job = self._insert("jobs", StoredJob.__slots__)
         self.insert_event = self._insert("job_events", StoredEvent.__slots__)
         self.add_log_bytes = self._sql(
-            "UPDATE jobs SET log_bytes = log_bytes + :size, log_sequence = log_sequence + 1 "
+            "UPDATE jobs SET log_bytes = log_bytes + :size, log_sequence = log_sequence + 1, "
+            "progress_run_id = COALESCE(:run_id, progress_run_id), "
+            "progress_position = COALESCE(:position, progress_position) "
             "WHERE job_id = :job_id AND log_bytes + :size <= :limit RETURNING log_sequence"
         )
         # Past the limit: once, a notice instead of the piece; log_bytes then stays above the limit.
         self.mark_log_truncated = self._sql(
-            "UPDATE jobs SET log_bytes = :limit + 1, log_sequence = log_sequence + 1 "
+            "UPDATE jobs SET log_bytes = :limit + 1, log_sequence = log_sequence + 1, "
+            "progress_run_id = COALESCE(:run_id, progress_run_id), "
+            "progress_position = COALESCE(:position, progress_position) "
             "WHERE job_id = :job_id AND log_bytes <= :limit RETURNING log_sequence"
         )
         self.insert_log = self._insert("job_logs", StoredLog.__slots__)
@@ -392,6 +413,8 @@ class JobStore:
         out_of_memory: bool,
         results: Sequence[NewResult],
         now: datetime,
+        run_id: str | None = None,
+        position: int | None = None,
     ) -> tuple[StoredEvent | None, JobRecord] | None:
         """Records a status change; answers None for an unknown job. No event is recorded (the
         answer's event is None) when the job has already ended, since a terminal status is final
@@ -399,8 +422,9 @@ class JobStore:
         the job's current status."""
         terminal = status in TERMINAL_STATUSES
         hot = self._hot
+        with_cursor = run_id is not None and position is not None
         row = connection.exec_driver_sql(
-            hot.advance[terminal],
+            hot.advance[(terminal, with_cursor)],
             {
                 "job_id": job_id,
                 "new_status": status,
@@ -409,10 +433,16 @@ class JobStore:
                 "now": hot.time(now),
                 "new_exit_code": exit_code,
                 "new_out_of_memory": out_of_memory,
+                "run_id": run_id,
+                "position": position,
             },
         ).first()
         if row is None:
             current = self._get_job_in(connection, job_id)
+            if current is not None and with_cursor and current.job.status not in TERMINAL_STATUSES:
+                connection.exec_driver_sql(
+                    hot.move_cursor, {"job_id": job_id, "run_id": run_id, "position": position}
+                )
             return None if current is None else (None, current)
         job = _job(row, hot.parse_time)
         event = StoredEvent(
@@ -448,18 +478,23 @@ class JobStore:
         data: bytes,
         now: datetime,
         limit_bytes: int,
+        run_id: str | None = None,
+        position: int | None = None,
     ) -> StoredLog | None:
         """Keeps a piece of the job's live log, up to limit_bytes per job; past the limit a single
         notice is kept instead (the whole log is still published with the results)."""
         hot = self._hot
+        cursor = {"run_id": run_id, "position": position}
         sequence = connection.exec_driver_sql(
-            hot.add_log_bytes, {"job_id": job_id, "size": len(data), "limit": limit_bytes}
+            hot.add_log_bytes, {"job_id": job_id, "size": len(data), "limit": limit_bytes, **cursor}
         ).scalar()
         if sequence is None:
             sequence = connection.exec_driver_sql(
-                hot.mark_log_truncated, {"job_id": job_id, "limit": limit_bytes}
+                hot.mark_log_truncated, {"job_id": job_id, "limit": limit_bytes, **cursor}
             ).scalar()
             if sequence is None:
+                if run_id is not None and position is not None:
+                    connection.exec_driver_sql(hot.move_cursor, {"job_id": job_id, **cursor})
                 return None  # an unknown job, or one whose notice is already kept
             data = (
                 f"[c2d] live log truncated at {limit_bytes} bytes; "

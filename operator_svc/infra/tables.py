@@ -37,6 +37,12 @@ class JobRow(SQLModel, table=True):
     # The engine the job was given to (its address); set once, then the job only ever runs there.
     engine: str | None = Field(default=None, max_length=255)
     log_sequence: int = 0
+    # How far the job's progress on its engine is stored: the engine's run of it and the position
+    # of the last status change or log piece recorded (see engine_svc/domain/runs.py).
+    progress_run_id: str | None = Field(default=None, max_length=32)
+    progress_position: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
 
 
 class JobEventRow(SQLModel, table=True):

@@ -113,7 +113,7 @@ class Followed:
 async def follow(run: JobRun, timeout: float = 60) -> Followed:
     seen = Followed()
     async with asyncio.timeout(timeout):
-        async for progress in run.follow():
+        async for _, progress in run.follow():
             if isinstance(progress, LogOutput):
                 seen.output += progress.data
             else:

@@ -26,7 +26,7 @@ from c2d.common.v1 import job_pb2 as c2d_dot_common_dot_v1_dot_job__pb2
 from c2d.common.v1 import job_status_pb2 as c2d_dot_common_dot_v1_dot_job__status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$c2d/engine/v1/request_response.proto\x12\rc2d.engine.v1\x1a\x17\x63\x32\x64/common/v1/job.proto\x1a\x1e\x63\x32\x64/common/v1/job_status.proto\"T\n\rRunJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12$\n\x04spec\x18\x03 \x01(\x0b\x32\x16.c2d.common.v1.JobSpec\"\xb6\x01\n\x0cStatusUpdate\x12(\n\x06status\x18\x01 \x01(\x0e\x32\x18.c2d.common.v1.JobStatus\x12\x13\n\x0bstatus_text\x18\x02 \x01(\t\x12\x16\n\texit_code\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\rout_of_memory\x18\x04 \x01(\x08\x12*\n\x07results\x18\x05 \x03(\x0b\x32\x19.c2d.common.v1.ResultFileB\x0c\n\n_exit_code\"s\n\x0eRunJobResponse\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1b.c2d.engine.v1.StatusUpdateH\x00\x12&\n\x03log\x18\x02 \x01(\x0b\x32\x17.c2d.common.v1.LogChunkH\x00\x42\n\n\x08progress\" \n\x0eStopJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"=\n\x0fStopJobResponse\x12\x13\n\x0bwas_running\x18\x01 \x01(\x08\x12\x15\n\ralready_ended\x18\x02 \x01(\x08\"\x18\n\x16GetEnvironmentsRequest\"R\n\x17GetEnvironmentsResponse\x12\x37\n\x0c\x65nvironments\x18\x01 \x03(\x0b\x32!.c2d.common.v1.ComputeEnvironmentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$c2d/engine/v1/request_response.proto\x12\rc2d.engine.v1\x1a\x17\x63\x32\x64/common/v1/job.proto\x1a\x1e\x63\x32\x64/common/v1/job_status.proto\"|\n\rRunJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12$\n\x04spec\x18\x03 \x01(\x0b\x32\x16.c2d.common.v1.JobSpec\x12\x0e\n\x06run_id\x18\x04 \x01(\t\x12\x16\n\x0e\x61\x66ter_progress\x18\x05 \x01(\x03\"\xb6\x01\n\x0cStatusUpdate\x12(\n\x06status\x18\x01 \x01(\x0e\x32\x18.c2d.common.v1.JobStatus\x12\x13\n\x0bstatus_text\x18\x02 \x01(\t\x12\x16\n\texit_code\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x15\n\rout_of_memory\x18\x04 \x01(\x08\x12*\n\x07results\x18\x05 \x03(\x0b\x32\x19.c2d.common.v1.ResultFileB\x0c\n\n_exit_code\"\x9b\x01\n\x0eRunJobResponse\x12-\n\x06status\x18\x01 \x01(\x0b\x32\x1b.c2d.engine.v1.StatusUpdateH\x00\x12&\n\x03log\x18\x02 \x01(\x0b\x32\x17.c2d.common.v1.LogChunkH\x00\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x16\n\x0eprogress_index\x18\x04 \x01(\x03\x42\n\n\x08progress\" \n\x0eStopJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"=\n\x0fStopJobResponse\x12\x13\n\x0bwas_running\x18\x01 \x01(\x08\x12\x15\n\ralready_ended\x18\x02 \x01(\x08\"\x18\n\x16GetEnvironmentsRequest\"R\n\x17GetEnvironmentsResponse\x12\x37\n\x0c\x65nvironments\x18\x01 \x03(\x0b\x32!.c2d.common.v1.ComputeEnvironmentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'c2d.engine.v1.request_respo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUNJOBREQUEST']._serialized_start=112
-  _globals['_RUNJOBREQUEST']._serialized_end=196
-  _globals['_STATUSUPDATE']._serialized_start=199
-  _globals['_STATUSUPDATE']._serialized_end=381
-  _globals['_RUNJOBRESPONSE']._serialized_start=383
-  _globals['_RUNJOBRESPONSE']._serialized_end=498
-  _globals['_STOPJOBREQUEST']._serialized_start=500
-  _globals['_STOPJOBREQUEST']._serialized_end=532
-  _globals['_STOPJOBRESPONSE']._serialized_start=534
-  _globals['_STOPJOBRESPONSE']._serialized_end=595
-  _globals['_GETENVIRONMENTSREQUEST']._serialized_start=597
-  _globals['_GETENVIRONMENTSREQUEST']._serialized_end=621
-  _globals['_GETENVIRONMENTSRESPONSE']._serialized_start=623
-  _globals['_GETENVIRONMENTSRESPONSE']._serialized_end=705
+  _globals['_RUNJOBREQUEST']._serialized_end=236
+  _globals['_STATUSUPDATE']._serialized_start=239
+  _globals['_STATUSUPDATE']._serialized_end=421
+  _globals['_RUNJOBRESPONSE']._serialized_start=424
+  _globals['_RUNJOBRESPONSE']._serialized_end=579
+  _globals['_STOPJOBREQUEST']._serialized_start=581
+  _globals['_STOPJOBREQUEST']._serialized_end=613
+  _globals['_STOPJOBRESPONSE']._serialized_start=615
+  _globals['_STOPJOBRESPONSE']._serialized_end=676
+  _globals['_GETENVIRONMENTSREQUEST']._serialized_start=678
+  _globals['_GETENVIRONMENTSREQUEST']._serialized_end=702
+  _globals['_GETENVIRONMENTSRESPONSE']._serialized_start=704
+  _globals['_GETENVIRONMENTSRESPONSE']._serialized_end=786
 # @@protoc_insertion_point(module_scope)

@@ -9,14 +9,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunJobRequest(_message.Message):
-    __slots__ = ("job_id", "owner", "spec")
+    __slots__ = ("job_id", "owner", "spec", "run_id", "after_progress")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     owner: str
     spec: _job_pb2.JobSpec
-    def __init__(self, job_id: _Optional[str] = ..., owner: _Optional[str] = ..., spec: _Optional[_Union[_job_pb2.JobSpec, _Mapping]] = ...) -> None: ...
+    run_id: str
+    after_progress: int
+    def __init__(self, job_id: _Optional[str] = ..., owner: _Optional[str] = ..., spec: _Optional[_Union[_job_pb2.JobSpec, _Mapping]] = ..., run_id: _Optional[str] = ..., after_progress: _Optional[int] = ...) -> None: ...
 
 class StatusUpdate(_message.Message):
     __slots__ = ("status", "status_text", "exit_code", "out_of_memory", "results")
@@ -33,12 +37,16 @@ class StatusUpdate(_message.Message):
     def __init__(self, status: _Optional[_Union[_job_status_pb2.JobStatus, str]] = ..., status_text: _Optional[str] = ..., exit_code: _Optional[int] = ..., out_of_memory: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[_job_pb2.ResultFile, _Mapping]]] = ...) -> None: ...
 
 class RunJobResponse(_message.Message):
-    __slots__ = ("status", "log")
+    __slots__ = ("status", "log", "run_id", "progress_index")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_INDEX_FIELD_NUMBER: _ClassVar[int]
     status: StatusUpdate
     log: _job_pb2.LogChunk
-    def __init__(self, status: _Optional[_Union[StatusUpdate, _Mapping]] = ..., log: _Optional[_Union[_job_pb2.LogChunk, _Mapping]] = ...) -> None: ...
+    run_id: str
+    progress_index: int
+    def __init__(self, status: _Optional[_Union[StatusUpdate, _Mapping]] = ..., log: _Optional[_Union[_job_pb2.LogChunk, _Mapping]] = ..., run_id: _Optional[str] = ..., progress_index: _Optional[int] = ...) -> None: ...
 
 class StopJobRequest(_message.Message):
     __slots__ = ("job_id",)
