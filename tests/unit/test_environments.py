@@ -72,7 +72,7 @@ def test_a_wrong_list_stops_the_engine(raw: str, says: str) -> None:
     assert says in str(refused.value)
 
 
-def test_the_local_backend_refuses_to_offer_gpus() -> None:
+async def test_the_local_backend_refuses_to_offer_gpus() -> None:
     settings = EngineSettings(environments=parse_environments(json.dumps([GOOD])))
     with pytest.raises(ConfigError) as refused:
         build_engine(settings)
