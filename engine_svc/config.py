@@ -4,6 +4,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from c2d_common.env import ConfigError, env_bool, env_int, env_paths, env_str
 from c2d_common.file_urls import FileUrlPolicy
@@ -79,6 +80,8 @@ class EngineSettings:
     results_dir: Path = Path("c2d-state/results")
     max_concurrent_jobs: int = 2
     sandbox_nice: int = 10
+    # The host uid algorithms run as; "auto": 65534 when the engine is root, else its own uid.
+    sandbox_uid: int | Literal["auto"] | None = "auto"
     configure_timeout_seconds: int = 600
     publish_timeout_seconds: int = 600
     environments: tuple[Environment, ...] = DEFAULT_ENVIRONMENTS
@@ -119,6 +122,7 @@ class EngineSettings:
             results_dir=Path(env_str("C2D_RESULTS_DIR", str(cls.results_dir))).absolute(),
             max_concurrent_jobs=env_int("C2D_MAX_CONCURRENT_JOBS", cls.max_concurrent_jobs),
             sandbox_nice=_nice(env_int("C2D_SANDBOX_NICE", cls.sandbox_nice)),
+            sandbox_uid=_sandbox_uid(env_str("C2D_SANDBOX_UID", "auto")),
             configure_timeout_seconds=env_int("C2D_CONFIGURE_TIMEOUT_SECONDS", cls.configure_timeout_seconds),
             publish_timeout_seconds=env_int("C2D_PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout_seconds),
             environments=parse_environments(raw_envs) if raw_envs else DEFAULT_ENVIRONMENTS,
@@ -132,6 +136,20 @@ class EngineSettings:
             port_file=env_str("C2D_PORT_FILE", "") or None,
             metrics_listen=env_str("C2D_METRICS_LISTEN", "") or None,
         )
+
+
+def _sandbox_uid(raw: str) -> int | Literal["auto"] | None:
+    value = raw.strip().lower()
+    if value in ("", "auto"):
+        return "auto"
+    if value == "engine":
+        return None
+    if not value.isdigit() or not 0 < int(value) < 2**32 - 1:
+        raise ConfigError(
+            f"C2D_SANDBOX_UID={raw!r}: an unprivileged uid (e.g. 65534), auto (65534 when the engine "
+            "is root), or engine (the engine's own uid)"
+        )
+    return int(value)
 
 
 def _nice(value: int) -> int:

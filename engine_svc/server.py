@@ -75,6 +75,7 @@ def build_engine(
                 storage=settings.storage,
                 runtimes={**default_runtimes(), **settings.runtimes},
                 sandbox_nice=settings.sandbox_nice,
+                sandbox_user=settings.sandbox_uid,
             )
         )
         server.on_stop(local.close)

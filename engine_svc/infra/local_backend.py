@@ -28,13 +28,14 @@ import sysconfig
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import structlog
 from google.protobuf import json_format
 
 from c2d.common.v1 import job_pb2
+from c2d_common.env import ConfigError
 from c2d_common.file_urls import FileUrlPolicy, FileUrlRefused
 from c2d_common.storage import StorageRefused, StorageSettings, delete_job_results
 from engine_svc.domain.model import (
@@ -49,7 +50,7 @@ from engine_svc.domain.model import (
 from engine_svc.infra.cgroups import CgroupManager, SandboxGroup, join_command
 from engine_svc.infra.http_inputs import http_options
 from engine_svc.infra.local_inputs import LocalFile, LocalProvisioningFailed, provide_files, write_inline
-from engine_svc.infra.sandbox import Limits, SandboxSpec, build_command, find_bwrap
+from engine_svc.infra.sandbox import Limits, SandboxSpec, build_command, find_bwrap, user_namespace_maps
 from podtools.safepath import UnsafeName, did_folder_name
 
 log = structlog.get_logger(__name__)
@@ -87,6 +88,11 @@ class LocalBackendSettings:
     podtools_cgroups: bool = False
     # Niceness of every sandbox (see sandbox.Limits.nice); C2D_SANDBOX_NICE.
     sandbox_nice: int = 10
+    # The host uid algorithms run as (C2D_SANDBOX_UID): an engine running as root gives them an
+    # unprivileged uid of the host, not only inside their user namespace (see
+    # sandbox.SandboxSpec.host_user). None: the engine's own uid, the only choice of an
+    # unprivileged engine. AUTO: 65534 (nobody) when the engine is root, else None.
+    sandbox_user: int | Literal["auto"] | None = "auto"
 
 
 def default_runtimes() -> dict[str, str]:
@@ -180,6 +186,15 @@ class LocalBackend:
     def __init__(self, settings: LocalBackendSettings):
         self.settings = settings
         self.bwrap = find_bwrap()
+        user = settings.sandbox_user
+        self.sandbox_user: int | None = (65534 if os.geteuid() == 0 else None) if user == "auto" else user
+        if self.sandbox_user is not None and os.geteuid() != 0:
+            raise ConfigError(
+                "C2D_SANDBOX_UID needs an engine running as root (it writes the sandboxes' user maps); "
+                "an unprivileged engine's sandboxes run as its own uid: leave C2D_SANDBOX_UID unset"
+            )
+        if self.sandbox_user == 0:
+            raise ConfigError("C2D_SANDBOX_UID=0 would run algorithms as root: give an unprivileged uid")
         self.runtimes = settings.runtimes or default_runtimes()
         self.storage = settings.storage if settings.storage is not None else StorageSettings.from_env()
         # Jobs whose publish to a remote store may have left files there that nothing lists yet
@@ -257,8 +272,8 @@ class LocalBackend:
     ) -> asyncio.subprocess.Process:
         if job_id in self._killed:
             raise ProcessFailedToStart("the job was stopped")
-        if spec.network == "isolated":
-            return await self._start_with_own_network(job_id, spec, capture, group)
+        if spec.network == "isolated" or spec.host_user is not None:
+            return await self._start_staged(job_id, spec, capture, group)
         return await self._spawn(job_id, spec, capture, group)
 
     async def _spawn(
@@ -288,56 +303,44 @@ class LocalBackend:
                 os.killpg(process.pid, signal.SIGKILL)
         return process
 
-    async def _start_with_own_network(
+    async def _start_staged(
         self, job_id: str, spec: SandboxSpec, capture: bool, group: SandboxGroup | None
     ) -> asyncio.subprocess.Process:
-        """Starts the sandbox blocked, connects its network namespace to the outside with
-        slirp4netns (the host's loopback out of reach), then lets it run. Fails closed: a sandbox
-        whose network cannot be set up never runs its command."""
-        if self.slirp4netns is None:
+        """Starts the sandbox blocked, sets it up from outside, then lets it run: the user
+        namespace's maps for a sandbox with a host user (bwrap waits on userns_block_fd), and the
+        network for an "isolated" one (slirp4netns, the host's loopback out of reach; bwrap waits
+        on block_fd). Fails closed: a sandbox that cannot be set up never runs its command."""
+        isolated = spec.network == "isolated"
+        if isolated and self.slirp4netns is None:
             raise NetworkSetupFailed(
                 "this environment allows network, which needs slirp4netns on the engine's machine "
                 "(apt-get install slirp4netns)"
             )
-        assert spec.resolv_conf is not None
-        Path(spec.resolv_conf).write_text("nameserver 10.0.2.3\n")  # slirp4netns' DNS forwarder
+        if isolated:
+            assert spec.resolv_conf is not None
+            Path(spec.resolv_conf).write_text("nameserver 10.0.2.3\n")  # slirp4netns' DNS forwarder
         info_r, info_w = os.pipe()
-        block_r, block_w = os.pipe()
-        spec = dataclasses.replace(spec, info_fd=info_w, block_fd=block_r)
+        block_r, block_w = os.pipe() if isolated else (None, None)
+        userns_r, userns_w = os.pipe() if spec.host_user is not None else (None, None)
+        spec = dataclasses.replace(spec, info_fd=info_w, block_fd=block_r, userns_block_fd=userns_r)
+        inherited = tuple(fd for fd in (info_w, block_r, userns_r) if fd is not None)
         try:
-            process = await self._spawn(job_id, spec, capture, group, pass_fds=(info_w, block_r))
+            process = await self._spawn(job_id, spec, capture, group, pass_fds=inherited)
         finally:
-            os.close(info_w)
-            os.close(block_r)
+            for fd in inherited:
+                os.close(fd)
         try:
             pid = await asyncio.wait_for(asyncio.to_thread(_read_child_pid, info_r), 10)
-            ready_r, ready_w = os.pipe()
-            try:
-                helper = await asyncio.create_subprocess_exec(
-                    self.slirp4netns,
-                    "--configure",
-                    "--mtu=65520",
-                    "--disable-host-loopback",
-                    f"--ready-fd={ready_w}",
-                    "--netns-type=path",
-                    f"/proc/{pid}/ns/net",
-                    "tap0",
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
-                    pass_fds=(ready_w,),
-                    start_new_session=True,
-                )
-            finally:
-                os.close(ready_w)
-            self._network_helpers[job_id] = helper
-            try:
-                ready = await asyncio.wait_for(asyncio.to_thread(os.read, ready_r, 1), 10)
-            finally:
-                os.close(ready_r)
-            if ready != b"1":
-                raise NetworkSetupFailed("slirp4netns could not connect the sandbox's network")
-            os.write(block_w, b"1")
+            if spec.host_user is not None:
+                assert userns_w is not None
+                maps = user_namespace_maps(spec.host_user)
+                Path(f"/proc/{pid}/uid_map").write_text(maps)
+                Path(f"/proc/{pid}/gid_map").write_text(maps)
+                os.write(userns_w, b"1")
+            if isolated:
+                assert block_w is not None
+                await self._connect_network(job_id, pid)
+                os.write(block_w, b"1")
         except (OSError, TimeoutError, ValueError, NetworkSetupFailed) as exc:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -345,11 +348,42 @@ class LocalBackend:
             await self._stop_network_helper(job_id)
             if isinstance(exc, NetworkSetupFailed):
                 raise
+            if not isolated:
+                raise ProcessFailedToStart(f"the sandbox could not be set up: {exc}") from exc
             raise NetworkSetupFailed(f"the sandbox's network could not be set up: {exc}") from exc
         finally:
-            os.close(block_w)
-            os.close(info_r)
+            for end in [info_r, *(fd for fd in (block_w, userns_w) if fd is not None)]:
+                os.close(end)
         return process
+
+    async def _connect_network(self, job_id: str, pid: int) -> None:
+        assert self.slirp4netns is not None
+        ready_r, ready_w = os.pipe()
+        try:
+            helper = await asyncio.create_subprocess_exec(
+                self.slirp4netns,
+                "--configure",
+                "--mtu=65520",
+                "--disable-host-loopback",
+                f"--ready-fd={ready_w}",
+                "--netns-type=path",
+                f"/proc/{pid}/ns/net",
+                "tap0",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                pass_fds=(ready_w,),
+                start_new_session=True,
+            )
+        finally:
+            os.close(ready_w)
+        self._network_helpers[job_id] = helper
+        try:
+            ready = await asyncio.wait_for(asyncio.to_thread(os.read, ready_r, 1), 10)
+        finally:
+            os.close(ready_r)
+        if ready != b"1":
+            raise NetworkSetupFailed("slirp4netns could not connect the sandbox's network")
 
     async def _stop_network_helper(self, job_id: str) -> None:
         helper = self._network_helpers.pop(job_id, None)
@@ -654,6 +688,7 @@ class LocalBackend:
             },
             chdir="/data",
             tmp_bytes=env.scratch_bytes,
+            host_user=self.sandbox_user,
             limits=Limits(
                 memory_bytes=None if self.cgroups else env.memory_bytes,
                 cpu_seconds=max(1, int(env.max_duration_seconds * max(env.cpus, 1))),
@@ -675,11 +710,22 @@ class LocalBackend:
         group = self._group(
             job_id, "algorithm", max_processes=env.max_processes, memory_bytes=env.memory_bytes
         )
+        writable = [Path(self._data(job_id, "outputs")), Path(self._data(job_id, "logs"))]
+        if self.sandbox_user is not None:
+            for folder in writable:
+                os.chown(folder, self.sandbox_user, self.sandbox_user)
+            for name in ("inputs", "transformations", "ddos"):
+                await asyncio.to_thread(_open_up, Path(self._data(job_id, name)))
         try:
             return await self._run_algorithm_in(job, spec, group, on_output)
         finally:
             await self._stop_network_helper(job_id)
             await self._release_group(job_id)
+            if self.sandbox_user is not None:
+                # Every process of the sandbox is gone (its group and PID namespace with it): what
+                # it wrote becomes the engine's again, for publishing as before.
+                for folder in writable:
+                    await asyncio.to_thread(_take_back, folder)
 
     async def _run_algorithm_in(
         self, job: JobContext, spec: SandboxSpec, group: SandboxGroup | None, on_output: OutputSink
@@ -703,11 +749,18 @@ class LocalBackend:
             ),
         ]
         timed_out = False
+        outputs, log_folder = Path(self._data(job_id, "outputs")), Path(self._data(job_id, "logs"))
+        watchdog = asyncio.create_task(
+            _watch_disk_use(process, (outputs, log_folder), budget, env.disk_bytes), name=f"disk-{job_id}"
+        )
         try:
             await asyncio.wait_for(process.wait(), env.max_duration_seconds)
         except TimeoutError:
             timed_out = True
         finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
             await self._reap(job_id, process)
             if not all(p.done() for p in pumps) and asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 for pump in pumps:
@@ -716,18 +769,17 @@ class LocalBackend:
         code = process.returncode if process.returncode is not None else -1
         if code < 0:  # killed by a signal before bwrap could report it
             code = 128 - code
-        outputs_size = (
-            _tree_size(Path(self._data(job_id, "outputs")))
-            + _tree_size(Path(self._data(job_id, "logs")))
-            + budget.used
-        )
+        outputs_size = _tree_size(outputs) + _tree_size(log_folder) + budget.used
         for line in _unpublishable(Path(self._data(job_id, "outputs")), Path(self._data(job_id, "logs"))):
             await on_output(job_pb2.LOG_STREAM_SYSTEM, f"[c2d] {line}\n".encode())
         return AlgorithmOutcome(
             exit_code=code,
             out_of_memory=group is not None and group.oom_kills() > 0,
             timed_out=timed_out or code == 128 + SIGXCPU,
-            disk_quota_exceeded=code == 128 + SIGXFSZ or budget.exceeded or outputs_size > env.disk_bytes,
+            disk_quota_exceeded=code == 128 + SIGXFSZ
+            or budget.exceeded
+            or outputs_size > env.disk_bytes
+            or (watchdog.done() and not watchdog.cancelled() and watchdog.result()),
         )
 
     @staticmethod
@@ -859,6 +911,57 @@ class _DiskBudget:
         if kept < size:
             self.exceeded = True
         return kept
+
+
+# How often the disk a running algorithm uses is measured at the most: every DISK_POLL_SECONDS, or
+# less often where measuring takes long (many files), so that it costs at most a tenth of a CPU.
+DISK_POLL_SECONDS = 0.05
+
+
+async def _watch_disk_use(
+    process: asyncio.subprocess.Process, folders: tuple[Path, ...], budget: _DiskBudget, limit: int
+) -> bool:
+    """Kills the sandbox as soon as its outputs, logs and captured output together are over the
+    environment's disk; answers whether it did. RLIMIT_FSIZE holds each file to the limit, but not
+    many files that together exceed it: without this, they would fill the host's disk until the
+    algorithm ended. What can be written between two measurements is the overshoot (at a
+    few GB/s, 100-200 MB), never the whole disk."""
+    loop = asyncio.get_running_loop()
+    while process.returncode is None:
+        began = loop.time()
+        used = sum([await asyncio.to_thread(_tree_size, folder) for folder in folders]) + budget.used
+        if used > limit:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            return True
+        await asyncio.sleep(max(DISK_POLL_SECONDS, 10 * (loop.time() - began)))
+    return False
+
+
+def _open_up(root: Path) -> None:
+    """What the algorithm must read, readable by the sandbox user whatever the engine's umask:
+    folders 0755, files the engine made 0644. A file linked from a dataset's own location is
+    never changed (only world-readable ones are linked; others are copied)."""
+    os.chmod(root, 0o755)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o755, follow_symlinks=False)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode) and not info.st_mode & 0o004 and info.st_nlink == 1:
+                os.chmod(path, 0o644)
+
+
+def _take_back(root: Path) -> None:
+    """The engine's ownership of a tree the sandbox user wrote, links included, never followed."""
+    uid, gid = os.getuid(), os.getgid()
+    with contextlib.suppress(OSError):
+        os.chown(root, uid, gid, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in dirnames + filenames:
+            with contextlib.suppress(OSError):
+                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
 
 
 def _tree_size(root: Path) -> int:

@@ -127,7 +127,9 @@ def _provide(data_root: Path, file: LocalFile, copy_budget: int | None, cancelle
                 file.failed_input, f"the inputs cannot be laid out: {exc}"
             ) from None
         try:
-            if _link(source, folder, file.name):
+            # Only a file anyone may read is linked: algorithms run as an unprivileged user, and a
+            # private file is copied (as 0644) rather than have its own mode changed.
+            if info.st_mode & 0o004 and _link(source, folder, file.name):
                 return 0
             if copy_budget is not None and info.st_size > copy_budget:
                 raise LocalProvisioningFailed(

@@ -51,6 +51,13 @@ class SandboxSpec:
     limits: Limits | None = None
     # Size of the private /tmp (a tmpfs: it lives in memory, so it is always bounded).
     tmp_bytes: int = 64 * 1024 * 1024
+    # The host uid (and gid) the command runs as, for a sandbox started by root: the engine writes
+    # the user namespace's maps itself (inside 0 -> host 0 for bwrap's own setup, inside U -> host
+    # U), bwrap waits on userns_block_fd until it has, and setpriv switches to U, dropping every
+    # capability, before the command runs. None: the sandbox user (65534 inside) is the engine's
+    # own uid on the host, as an unprivileged engine's must be.
+    host_user: int | None = None
+    userns_block_fd: int | None = None
 
 
 def find_bwrap() -> str:
@@ -92,20 +99,16 @@ def build_command(spec: SandboxSpec, bwrap: str | None = None) -> list[str]:
             "--core=0",
             "--",
         ]
-    args += [
-        bwrap or find_bwrap(),
-        "--unshare-all",
-        "--die-with-parent",
-        "--new-session",
-        "--uid",
-        str(SANDBOX_UID),
-        "--gid",
-        str(SANDBOX_GID),
-        "--hostname",
-        "c2d-sandbox",
-        "--cap-drop",
-        "ALL",
-    ]
+    args += [bwrap or find_bwrap(), "--unshare-all", "--die-with-parent", "--new-session"]
+    if spec.host_user is None:
+        args += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID), "--cap-drop", "ALL"]
+    else:
+        if spec.userns_block_fd is None or spec.info_fd is None:
+            raise ValueError("a sandbox with a host user needs userns_block_fd and info_fd")
+        # What setpriv needs to become the host user and drop the rest; it keeps nothing.
+        args += ["--unshare-user", "--userns-block-fd", str(spec.userns_block_fd), "--cap-drop", "ALL"]
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+    args += ["--hostname", "c2d-sandbox"]
     if spec.network not in ("none", "host", "isolated"):
         raise ValueError(f"unknown network mode {spec.network!r}")
     if spec.network == "host":
@@ -122,6 +125,10 @@ def build_command(spec: SandboxSpec, bwrap: str | None = None) -> list[str]:
         "/dev",
         "--size",
         str(spec.tmp_bytes),
+        # Sticky and writable by all: the sandbox user is not the tmpfs's owner when it runs as a
+        # host user (the mounts are made as the namespace's root).
+        "--perms",
+        "1777",
         "--tmpfs",
         "/tmp",
         "--dir",
@@ -141,5 +148,24 @@ def build_command(spec: SandboxSpec, bwrap: str | None = None) -> list[str]:
         args += ["--ro-bind", source, target]
     # The root (bwrap's own tmpfs, owned by the sandbox user) becomes read-only once everything is
     # mounted: the only writable places are the sized /tmp and the rw binds.
-    args += ["--remount-ro", "/", "--chdir", spec.chdir, "--", *spec.argv]
-    return args
+    args += ["--remount-ro", "/", "--chdir", spec.chdir, "--"]
+    if spec.host_user is not None:
+        args += [
+            SETPRIV,
+            f"--reuid={spec.host_user}",
+            f"--regid={spec.host_user}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ]
+    return [*args, *spec.argv]
+
+
+SETPRIV = "/usr/bin/setpriv"
+
+
+def user_namespace_maps(host_user: int) -> str:
+    """uid_map and gid_map of a sandbox with a host user (see SandboxSpec.host_user)."""
+    return f"0 0 1\n{host_user} {host_user} 1\n"

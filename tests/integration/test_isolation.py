@@ -100,6 +100,11 @@ with open("/proc/self/status") as handle:
         key: value.strip() for key, value in (line.split(":", 1) for line in handle) if key.startswith("Cap")
     }
 report["hostname"] = socket.gethostname()
+with open("/proc/self/uid_map") as handle:
+    report["uid_map"] = [line.split() for line in handle]
+with open("/proc/self/mountinfo") as handle:
+    # mount point -> its mount options (the 6th field)
+    report["mounts"] = {fields[4]: fields[5].split(",") for fields in (line.split() for line in handle)}
 report["niceness"] = os.nice(0)
 
 with open("/data/outputs/isolation.json", "w") as handle:
@@ -159,7 +164,19 @@ def host_paths(suite: Suite, data_dir: Path) -> list[str]:
 async def test_algorithm_runs_as_nobody(report: dict[str, Any]) -> None:
     assert (report["uid"], report["euid"], report["gid"]) == (65534, 65534, 65534)
     assert int(report["capabilities"]["CapEff"], 16) == 0
+    assert int(report["capabilities"]["CapPrm"], 16) == 0
+    assert int(report["capabilities"]["CapBnd"], 16) == 0, "no capability can ever be regained"
     assert report["hostname"] != os.uname().nodename
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="an unprivileged engine's sandboxes run as its own uid")
+async def test_an_engine_running_as_root_runs_algorithms_as_nobody_on_the_host_too(
+    report: dict[str, Any],
+) -> None:
+    """Not only inside its user namespace: uid 65534 there is uid 65534 on the host, so whatever
+    escaped the sandbox would be nobody, not the engine's root."""
+    mapped = {int(inside): int(outside) for inside, outside, _count in report["uid_map"]}
+    assert mapped[65534] == 65534, report["uid_map"]
 
 
 async def test_algorithm_yields_the_cpu_to_the_services(report: dict[str, Any]) -> None:
@@ -196,7 +213,12 @@ async def test_inputs_are_read_only(report: dict[str, Any]) -> None:
     ):
         outcome = report["write"][path]
         assert outcome != "ok", f"the algorithm could write {path}"
-    assert report["write"][f"/data/inputs/{did}/0"].startswith("OSError: Read-only file system")
+    # Refused by the input's mode (it is not the algorithm's), and by the mount were it not.
+    refused = report["write"][f"/data/inputs/{did}/0"]
+    assert refused.startswith(("OSError: Read-only file system", "PermissionError")), refused
+    for folder in ("/data/inputs", "/data/ddos", "/data/transformations"):
+        assert "ro" in report["mounts"][folder], (folder, report["mounts"].get(folder))
+    assert "rw" in report["mounts"]["/data/outputs"]
     assert report["delete_input"] != "ok"
     assert report["input_after"] == "a,b\n1,2\n"
 

@@ -5,6 +5,7 @@ and an engine starts with a clean work folder."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -172,6 +173,48 @@ async def test_captured_output_counts_against_the_disk_quota(tmp_path: Path, dat
         assert not jobs.results_by_name(job, jobs.OUTPUT)
         logs = jobs.results_by_name(job, jobs.LOG)
         assert sum(r.size for r in logs.values()) <= TINY_DISK.disk_bytes
+
+
+SMALL_DISK = Environment(
+    id="local-small-disk",
+    description="64 MiB disk",
+    cpus=1.0,
+    memory_bytes=1024 * MiB,
+    disk_bytes=64 * MiB,
+    max_duration_seconds=120,
+)
+
+# Many files, each far under the per-file limit (RLIMIT_FSIZE is the whole quota), together 2 GiB;
+# then it sleeps: only a quota held while it runs ends it before its time is up.
+MANY_FILES = r"""
+import time
+for index in range(256):
+    with open(f"/data/outputs/part-{index:03d}.bin", "wb") as handle:
+        handle.write(b"\1" * (8 << 20))
+time.sleep(600)
+"""
+
+
+@requires_bwrap
+async def test_many_files_under_the_file_limit_are_stopped_while_the_algorithm_runs(
+    tmp_path: Path, data_file: Path
+) -> None:
+    settings = replace(EngineSettings(), environments=(SMALL_DISK,))
+    async with running_suite(tmp_path / "suite", engine_settings=settings) as suite:
+        did = await jobs.publish_dataset(suite, [data_file])
+        started = await jobs.start_raw(suite, [did], MANY_FILES)
+        outputs = suite.root / "work" / started.job_id / "data" / "outputs"
+        largest = 0
+        async with asyncio.timeout(60):  # the algorithm alone would take 120 s
+            while not JobStatus((await jobs.details(suite, started.job_id)).job.status).is_terminal:
+                if outputs.is_dir():
+                    with contextlib.suppress(OSError):
+                        largest = max(largest, sum(f.stat().st_size for f in outputs.iterdir()))
+                await asyncio.sleep(0.05)
+        job = (await jobs.details(suite, started.job_id)).job
+        assert job.status == JobStatus.DISK_QUOTA_EXCEEDED, job.status_text
+    # Stopped within one measurement of the limit: never the 2 GiB it would have written.
+    assert largest < SMALL_DISK.disk_bytes + 512 * MiB, largest
 
 
 def test_an_engine_starts_with_a_clean_work_folder(tmp_path: Path) -> None:

@@ -70,8 +70,26 @@ def test_the_private_tmp_is_a_sized_tmpfs(tmp_bytes: int | None) -> None:
     args = bwrap_part(build_command(spec, BWRAP))
     tmpfs = args.index("--tmpfs")
     assert args[tmpfs + 1] == "/tmp"
-    assert args[tmpfs - 2 : tmpfs] == ["--size", str(spec.tmp_bytes)]
+    assert args[tmpfs - 4 : tmpfs] == ["--size", str(spec.tmp_bytes), "--perms", "1777"]
     assert args.count("--tmpfs") == 1
+
+
+def test_a_host_user_sandbox_waits_for_its_maps_and_drops_to_the_user_with_nothing_kept() -> None:
+    spec = SandboxSpec(argv=ALGORITHM, host_user=65534, info_fd=5, userns_block_fd=6)
+    command = build_command(spec, BWRAP)
+    args = bwrap_part(command)
+    assert args[args.index("--userns-block-fd") + 1] == "6"
+    assert "--unshare-user" in args and "--uid" not in args
+    # setpriv runs last, in the sandbox, and then the algorithm, as the host user.
+    end = command.index("--", command.index(BWRAP))
+    setpriv = command[end + 1 :]
+    assert setpriv[0] == "/usr/bin/setpriv"
+    for option in ("--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"):
+        assert option in setpriv
+    assert {"--bounding-set=-all", "--no-new-privs"} <= set(setpriv)
+    assert setpriv[setpriv.index("--") + 1 :] == ALGORITHM
+    with pytest.raises(ValueError):
+        build_command(SandboxSpec(argv=ALGORITHM, host_user=65534), BWRAP)
 
 
 def test_the_root_is_read_only_once_everything_is_mounted() -> None:
