@@ -13,6 +13,7 @@ from google.protobuf import json_format, struct_pb2
 from c2d.common.v1 import job_pb2, job_status_pb2
 from c2d.provider.v1 import request_response_pb2 as pb
 from c2d.provider.v1 import service_pb2_grpc
+from c2d_common.result_wire import ResultPiece, decode_piece
 from c2d_common.server import insecure_channel
 from c2d_common.signing import address_of, signing_interceptors
 from c2d_common.status import JobStatus
@@ -70,6 +71,11 @@ class ProviderClient:
             address, signing_interceptors({self.consumer: private_key}, lambda: self.provider_address)
         )
         self.compute = service_pb2_grpc.ComputeServiceStub(self.channel)
+        self._get_result = self.channel.unary_stream(
+            "/c2d.provider.v1.ComputeService/GetResult",
+            request_serializer=pb.GetResultRequest.SerializeToString,
+            response_deserializer=decode_piece,
+        )
         self.assets = service_pb2_grpc.AssetServiceStub(self.channel)
 
     async def close(self) -> None:
@@ -221,7 +227,9 @@ class ProviderClient:
 
     async def get_result(
         self, job_id: str, name: str, kind: int = 0, offset: int = 0
-    ) -> AsyncIterator[pb.GetResultResponse]:
+    ) -> AsyncIterator[ResultPiece]:
+        """The file's pieces from offset, each read without copying its data (a memoryview into
+        the received message; see c2d_common.result_wire)."""
         request = pb.GetResultRequest(
             consumer_address=self.consumer,
             job_id=job_id,
@@ -229,8 +237,8 @@ class ProviderClient:
             kind=kind,  # type: ignore[arg-type]
             offset=offset,
         )
-        async for response in self.compute.GetResult(request):
-            yield response
+        async for piece in self._get_result(request):
+            yield piece
 
     async def get_environments(self) -> list[job_pb2.ComputeEnvironment]:
         response = await self.compute.GetEnvironments(pb.GetEnvironmentsRequest(), timeout=30)

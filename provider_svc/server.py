@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import grpc
 import structlog
 
 from c2d.provider.v1 import service_pb2, service_pb2_grpc
 from c2d_common.database import make_engine
+from c2d_common.result_wire import serialize_response
 from c2d_common.server import ServiceServer
 from c2d_common.signing import address_of
 from provider_svc.api.asset_servicer import AssetServicer
@@ -46,12 +50,36 @@ def build_provider(settings: ProviderSettings, orders: OrderChecking | None = No
     )
     auth = Authenticator(ledger, address_of(key))
     service_pb2_grpc.add_ComputeServiceServicer_to_server(
-        ComputeServicer(front_door, auth, server.closing), server.server
+        ComputeServicer(front_door, auth, server.closing), _PreSerializedResults(server.server)
     )
     service_pb2_grpc.add_AssetServiceServicer_to_server(AssetServicer(assets, auth), server.server)
     server.on_stop(operator.close)
     server.on_stop(database.dispose)
     return server
+
+
+class _PreSerializedResults:
+    """Registers the generated ComputeService handlers on the server with one change: GetResult's
+    pieces, which the servicer serializes itself (c2d_common.result_wire), go out as they are."""
+
+    def __init__(self, server: grpc.aio.Server):
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass  # registered below, from the same handlers, with GetResult's serializer replaced
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        generated = handlers["GetResult"]
+        handlers = {
+            **handlers,
+            "GetResult": grpc.unary_stream_rpc_method_handler(
+                generated.unary_stream,
+                request_deserializer=generated.request_deserializer,
+                response_serializer=serialize_response,
+            ),
+        }
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+        self._server.add_registered_method_handlers(service, handlers)
 
 
 async def serve(settings: ProviderSettings) -> None:

@@ -13,6 +13,7 @@ from c2d.provider.v1 import request_response_pb2 as pb
 from c2d.provider.v1 import service_pb2, service_pb2_grpc
 from c2d_common.errors import InvalidArgument
 from c2d_common.ids import check_address
+from c2d_common.result_wire import encode_piece
 from c2d_common.streams import until
 from provider_svc.domain.auth import Authenticator
 from provider_svc.domain.compute import ComputeFrontDoor, OrderRef, RawAlgorithmRequest, StartJob
@@ -98,10 +99,9 @@ class ComputeServicer(service_pb2_grpc.ComputeServiceServicer):
         consumer = await self._stream_consumer("GetResult", request, context)
         stream = self.front_door.result(consumer, request.job_id, request.name, request.kind, request.offset)
         async for file, offset, data in stream:
-            response = pb.GetResultResponse(offset=offset, data=data)
-            if file is not None:
-                response.file.CopyFrom(file)
-            yield response
+            # Serialized here with the data copied once (c2d_common.result_wire); the server's
+            # serializer for GetResult sends such bytes as they are.
+            yield encode_piece(offset, data, file)  # type: ignore[misc]
 
     async def GetLogs(
         self, request: pb.GetLogsRequest, context: grpc.aio.ServicerContext
