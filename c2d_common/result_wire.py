@@ -22,7 +22,7 @@ _OFFSET_TAG = b"\x10"  # field 2, varint
 _DATA_TAG = b"\x1a"  # field 3, length-delimited
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
     out = bytearray()
     while True:
         low = value & 0x7F
@@ -40,8 +40,8 @@ def encode_piece(offset: int, data: bytes, file: job_pb2.ResultFile | None = Non
     if file is not None:
         head = pb.GetResultResponse(file=file, offset=offset).SerializeToString()
     else:
-        head = _OFFSET_TAG + _varint(offset) if offset else b""  # proto3 leaves a 0 out
-    return b"".join((head, _DATA_TAG, _varint(len(data)), data))
+        head = _OFFSET_TAG + varint(offset) if offset else b""  # proto3 leaves a 0 out
+    return b"".join((head, _DATA_TAG, varint(len(data)), data))
 
 
 def serialize_response(response: bytes | pb.GetResultResponse) -> bytes:

@@ -31,6 +31,7 @@ from c2d.operator.v1 import request_response_pb2 as opb
 from c2d.operator.v1 import service_pb2_grpc as operator_grpc
 from c2d.provider.v1 import request_response_pb2 as pb
 from c2d.provider.v1 import service_pb2_grpc as provider_grpc
+from c2d_common.result_wire import varint
 from c2d_common.server import insecure_channel
 from c2d_common.status import TERMINAL_STATUSES, JobStatus
 from engine_svc.config import EngineSettings
@@ -1040,7 +1041,7 @@ def _nested_struct_bytes(depth: int) -> bytes:
     refuses to build it)."""
 
     def field_bytes(number: int, payload: bytes) -> bytes:
-        return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+        return varint(number << 3 | 2) + varint(len(payload)) + payload
 
     struct_bytes = b""
     for _ in range(depth):
@@ -1048,18 +1049,6 @@ def _nested_struct_bytes(depth: int) -> bytes:
         entry = field_bytes(1, b"a") + field_bytes(2, value)  # map entry: key, value
         struct_bytes = field_bytes(1, entry)  # Struct.fields
     return struct_bytes
-
-
-def _varint(number: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = number & 0x7F
-        number >>= 7
-        if number:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 UNDECODABLE_REASON = (
@@ -1078,7 +1067,7 @@ UNDECODABLE_REASON = (
         (
             "provider",
             "/c2d.provider.v1.AssetService/PublishAsset",
-            b"\x12" + _varint(len(_nested_struct_bytes(150))) + _nested_struct_bytes(150),
+            b"\x12" + varint(len(_nested_struct_bytes(150))) + _nested_struct_bytes(150),
         ),
         ("operator", "/c2d.operator.v1.OperatorService/GetJob", b"\xff\xff\xff\xff"),
         ("engine", "/c2d.engine.v1.EngineService/StopJob", b"\x0a\xff\xff\xff\xff\x0f"),
