@@ -39,8 +39,9 @@ PG = os.environ.get("C2D_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127
 OVERALL_TIMEOUT_S = 3600
 WATCHED_JOBS = 100
 THROUGHPUT_NOT_MET = (
-    "Throughput not met: each job runs three sandboxes (about 90 ms of CPU), so 2 cores carry about "
-    "12-15 trivial jobs/s at best; the services use about 45 ms of CPU per job (see the latency benchmark)."
+    "Throughput not met: a trivial job costs about 60 ms of the machine's CPU (its sandboxes and the "
+    "kernel's work for them about 33, the services about 27: see the latency benchmark's CPU per job), "
+    "so 2 cores carry about 32 trivial jobs/s at best."
 )
 
 
