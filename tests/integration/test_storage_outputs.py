@@ -387,24 +387,29 @@ async def test_an_output_too_large_for_its_environment_publishes_only_the_logs_i
 
 SLOW_TO_PUBLISH = """
 open("/data/outputs/a-first.txt", "w").write("stored first")
-with open("/data/outputs/b-large.bin", "wb") as f:
-    for _ in range(256):
-        f.write(b"x" * (1024 * 1024))
+open("/data/outputs/b-stalls.txt", "w").write("never stored: the store stalls on it")
 """
 
 
 async def test_a_publish_cut_short_leaves_nothing_in_the_store(
     tmp_path: Path, s3: S3Server, data_file: Path
 ) -> None:
-    """The publish sandbox is killed at its time limit after it stored a first file: the engine
-    removes what it had stored, so no half result stays behind."""
+    """The publish sandbox is killed at its time limit after it stored a first file (the store
+    stalls on the second): the engine removes what it had stored, so no half result stays."""
     bucket = s3.bucket("c2d-cut")
-    env = s3.env(C2D_RESULT_STORE=f"s3://{bucket}", C2D_S3_PART_BYTES=str(5 * MiB), C2D_S3_CONCURRENCY="1")
-    async with storage_suite(tmp_path / "suite", env, EngineSettings(publish_timeout_seconds=2)) as suite:
-        job = await run(suite, data_file, SLOW_TO_PUBLISH)
-        assert job.status == JobStatus.RESULTS_UPLOAD_FAILED, job.status_text
-        assert job.status_text == "publishing took longer than 2 s"
-        assert s3.keys(bucket, job.job_id) == []
+    env = s3.env(C2D_RESULT_STORE=f"s3://{bucket}", C2D_S3_CONCURRENCY="1")
+    s3.stalled_uploads.add("b-stalls.txt")
+    since = s3.mark()
+    try:
+        async with storage_suite(tmp_path / "suite", env, EngineSettings(publish_timeout_seconds=2)) as suite:
+            job = await run(suite, data_file, SLOW_TO_PUBLISH)
+    finally:
+        s3.stalled_uploads.discard("b-stalls.txt")
+    assert job.status == JobStatus.RESULTS_UPLOAD_FAILED, job.status_text
+    assert job.status_text == "publishing took longer than 2 s"
+    stored = [r.path for r in s3.requests[since:] if r.method == "PUT" and "a-first.txt" in r.path]
+    assert stored, "the first file reached the store before the publish was cut short"
+    assert s3.keys(bucket, job.job_id) == []
 
 
 async def test_a_jobs_files_are_removed_from_an_ipfs_store(ipfs: IpfsNode) -> None:

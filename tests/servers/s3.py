@@ -40,6 +40,10 @@ class S3Server:
         self.endpoint_url = f"http://{host}:{port}"
         self.requests: list[SignedRequest] = []
         self._requests_lock = threading.Lock()
+        # Uploads whose path holds one of these are held until the server stops (or 60 s): a
+        # store that stalls in the middle of a publish, after what came before was stored.
+        self.stalled_uploads: set[str] = set()
+        self._release = threading.Event()
         wsgi_server = self._server._server  # werkzeug's, serving moto's WSGI application
         assert wsgi_server is not None
         moto_app = wsgi_server.app
@@ -54,6 +58,11 @@ class S3Server:
                         found.group(1) if found else "",
                     )
                 )
+            path = environ.get("PATH_INFO", "")
+            if environ.get("REQUEST_METHOD") in ("PUT", "POST") and any(
+                p in path for p in self.stalled_uploads
+            ):
+                self._release.wait(60)
             return moto_app(environ, start_response)
 
         wsgi_server.app = recording_app
@@ -113,6 +122,7 @@ class S3Server:
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
     def stop(self) -> None:
+        self._release.set()
         self._server.stop()
 
 
