@@ -59,6 +59,8 @@ PODTOOLS_DIR = Path(__file__).resolve().parents[2] / "podtools"
 READ_CHUNK = 64 * 1024
 # How long the end of a job waits for a remote store to remove a half-published result.
 REMOTE_CLEANUP_SECONDS = 20.0
+# How long a job's end waits for that removal before it is reported (the removal goes on).
+REMOTE_CLEANUP_WAIT_SECONDS = 2.0
 SIGXCPU = int(signal.SIGXCPU)
 SIGXFSZ = int(signal.SIGXFSZ)
 
@@ -200,6 +202,8 @@ class LocalBackend:
         # Jobs whose publish to a remote store may have left files there that nothing lists yet
         # (a publish under way, killed or timed out): removed unless the job keeps its results.
         self._remote_results: set[str] = set()
+        # Removals of remote results still under way after their job's end.
+        self._cleanups: set[asyncio.Task[None]] = set()
         # The engine owns its work folder: whatever is in it now is left from an engine that died
         # (its jobs are dispatched again), and would otherwise stay on disk for ever.
         shutil.rmtree(self.settings.work_dir, ignore_errors=True)
@@ -888,8 +892,19 @@ class LocalBackend:
 
     async def _delete_remote_results(self, job_id: str) -> None:
         """Removes a job's files from a remote store (a publish killed, timed out, or followed by
-        a stop): nothing of a result that is not listed may stay. Bounded: a store that is down
-        must not hold up the job's end (the files then stay, and the engine's log says so)."""
+        a stop): nothing of a result that is not listed may stay. The job's end waits for it
+        REMOTE_CLEANUP_WAIT_SECONDS at most: a store that stalls (the very reason a publish timed
+        out) must not hold the job past its limit. The removal goes on meanwhile, for
+        REMOTE_CLEANUP_SECONDS in all; if the store never answers, the files stay and the
+        engine's log says so."""
+        cleanup = asyncio.create_task(self._remove_remote_results(job_id), name=f"cleanup-{job_id}")
+        self._cleanups.add(cleanup)
+        cleanup.add_done_callback(self._cleanups.discard)
+        done, _ = await asyncio.wait({cleanup}, timeout=REMOTE_CLEANUP_WAIT_SECONDS)
+        if not done:
+            log.info("removing a job's files from the result store goes on after its end", job_id=job_id)
+
+    async def _remove_remote_results(self, job_id: str) -> None:
         try:
             await asyncio.wait_for(
                 asyncio.to_thread(delete_job_results, self.storage, job_id), REMOTE_CLEANUP_SECONDS
