@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import grpc
 
 from c2d.common.v1 import job_pb2, job_status_pb2
-from c2d_cli import chain_commands, download
+from c2d_cli import chain_parsers, download
 from c2d_cli.client import ChecksumMismatch, ProviderClient, status_name
 from c2d_cli.download import UnsafeResultName
 from c2d_common.signing import address_of
@@ -703,7 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
     initialize.add_argument("--dataset", action="append", required=True, metavar="DID")
     initialize.add_argument("--algorithm", default="", metavar="DID")
     initialize.add_argument("--env", default="")
-    chain_commands.add_parsers(sub)
+    chain_parsers.add_parsers(sub)
     return parser
 
 
@@ -723,8 +723,14 @@ COMMANDS = {
     "initialize": cmd_initialize,
     "sign": cmd_sign,
     "publish-results": cmd_publish_results,
-    "order": chain_commands.cmd_order,
+    "order": lambda client, args: _chain_commands().cmd_order(client, args),
 }
+
+
+def _chain_commands() -> Any:
+    from c2d_cli import chain_commands  # web3 and eth_account: imported for the chain commands only
+
+    return chain_commands
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -744,8 +750,9 @@ async def run(args: argparse.Namespace) -> int:
             # The one who starts the services publishes on them (file:// data of this folder too).
             publishers=[address_of(resolve_key(args.key_file))],
         )
-    if args.command in chain_commands.WITHOUT_PROVIDER:
-        return await chain_commands.WITHOUT_PROVIDER[args.command](resolve_key(args.key_file), args)
+    if args.command in chain_parsers.WITHOUT_PROVIDER:
+        command = _chain_commands().WITHOUT_PROVIDER[args.command]
+        return await command(resolve_key(args.key_file), args)
     async with ProviderClient(args.provider, resolve_key(args.key_file)) as client:
         return await COMMANDS[args.command](client, args)
 

@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
-
-from eth_account import Account
 
 from c2d_common.env import ConfigError, env_paths, env_str
 from c2d_common.file_urls import FileUrlPolicy
@@ -15,12 +14,23 @@ KEY_PATTERN = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 ADDRESS_PATTERN = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
+# The order of secp256k1's group: a private key is a number from 1 to N - 1.
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def _new_secp256k1_key() -> bytes:
+    while True:
+        raw = secrets.token_bytes(32)
+        if 0 < int.from_bytes(raw, "big") < SECP256K1_N:
+            return raw
+
+
 def load_or_create_key(path: Path) -> str:
     """The provider's private key from a file; on the embedded default, created on first start
     (readable by this user only)."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        key = "0x" + bytes(Account.create().key).hex()
+        key = "0x" + _new_secp256k1_key().hex()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(key + "\n")

@@ -18,7 +18,6 @@ from provider_svc.config import ProviderSettings
 from provider_svc.domain.assets import AssetStore
 from provider_svc.domain.auth import Authenticator
 from provider_svc.domain.compute import ComputeFrontDoor, OrderChecking
-from provider_svc.infra.chain import ChainSettings, OrderChecker
 from provider_svc.infra.ledger import Ledger, migrate
 from provider_svc.infra.operator_client import OperatorClient
 from provider_svc.infra.result_store import ResultStore
@@ -83,6 +82,9 @@ class _PreSerializedResults:
 
 
 async def serve(settings: ProviderSettings) -> None:
+    # web3 is imported only where a chain is configured: about a second of start-up otherwise.
+    from provider_svc.infra.chain import ChainSettings, OrderChecker
+
     orders = None
     chain = ChainSettings.from_env(settings.resolved_private_key())
     if chain is not None:
