@@ -84,6 +84,7 @@ async def main_async(jobs: int, watchers: int, clients: int, slots: int) -> str:
             for index in range(jobs):
                 starts.put_nowait(index)
             watches: list[asyncio.Task[tuple[list[int], list[float], int]]] = []
+            watched_ids: list[tuple[str, int]] = []  # (job id, index in watches)
             # The watchers all open at once: on a batch of jobs started together (queued behind
             # the engine's slots), WATCHED_JOBS of them with watchers // WATCHED_JOBS streams each.
             watched = min(jobs, WATCHED_JOBS)
@@ -143,6 +144,7 @@ async def main_async(jobs: int, watchers: int, clients: int, slots: int) -> str:
                 job_id = (await stubs[index % len(stubs)].Start(request, timeout=60)).job_id
                 job_ids.append(job_id)
                 for _ in range(per_job):
+                    watched_ids.append((job_id, len(watches)))
                     watches.append(asyncio.create_task(watch(stubs[len(watches) % len(stubs)], job_id)))
 
             for _ in range(watched if watchers else 0):
@@ -152,6 +154,28 @@ async def main_async(jobs: int, watchers: int, clients: int, slots: int) -> str:
             results = await asyncio.gather(*watches)
             sampling = False
             await sampler
+            # What the operator stored, read back: every job there and finished, and each watcher's
+            # events exactly the stored history from the one it subscribed at.
+            stored_finished = 0
+            token = ""
+            while True:
+                page = await stubs[0].List(
+                    pb.ListRequest(consumer_address=CONSUMER, page_size=500, page_token=token), timeout=60
+                )
+                stored_finished += sum(1 for j in page.jobs if j.status == JobStatus.FINISHED)
+                token = page.next_page_token
+                if not token:
+                    break
+            histories: dict[str, list[int]] = {}
+            for job_id in {job_id for job_id, _ in watched_ids}:
+                details = await stubs[0].GetJobDetails(
+                    pb.GetJobDetailsRequest(consumer_address=CONSUMER, job_id=job_id), timeout=60
+                )
+                histories[job_id] = [e.sequence for e in details.history]
+            matches_history = all(
+                seq == histories[job_id][histories[job_id].index(seq[0]) :]
+                for (job_id, _), (seq, _, _) in zip(watched_ids, results, strict=True)
+            )
             for channel in channels:
                 await channel.close()
             for name, pid in pids.items():
@@ -176,11 +200,12 @@ async def main_async(jobs: int, watchers: int, clients: int, slots: int) -> str:
         "",
         "| figure | value |",
         "|---|---:|",
-        f"| jobs finished | {len(set(job_ids))} of {jobs} (none lost: {len(set(job_ids)) == jobs}) |",
+        f"| jobs finished (stored FINISHED, read back with List) | {stored_finished} of {jobs} "
+        f"(none lost: {stored_finished == jobs == len(set(job_ids))}) |",
         f"| throughput | {len(job_ids) / wall:.1f} jobs/s ({wall:.0f} s) |",
         f"| watchers that saw every transition in order and the terminal FINISHED | "
         f"{sum(1 for _, _, st in results if st == JobStatus.FINISHED)} of {len(results)} "
-        f"(in order: {in_order}) |",
+        f"(in order: {in_order}; each exactly the stored history from its subscription: {matches_history}) |",
         (
             f"| Watch delivery latency p50 / p99 | {percentile(latencies, 50):.1f} / "
             f"{percentile(latencies, 99):.1f} ms |"
