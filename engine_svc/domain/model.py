@@ -38,6 +38,12 @@ class JobContext:
     spec: job_pb2.JobSpec
     environment: Environment
 
+    @property
+    def input_urls(self) -> list[str]:
+        """Where every file of the job's datasets and algorithm comes from."""
+        datasets = [f.url for dataset in self.spec.datasets for f in dataset.files]
+        return datasets + [f.url for f in self.spec.algorithm.files]
+
 
 @dataclass(frozen=True)
 class StatusChange:

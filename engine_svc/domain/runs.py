@@ -137,9 +137,7 @@ class RunRegistry:
         return self._runs.get(job_id)
 
     def add(self, run: JobRun) -> None:
-        previous = self._runs.pop(run.job_id, None)
-        if previous is not None and self._finished.pop(run.job_id, None) is not None:
-            self._finished_bytes -= previous.log_bytes
+        self.forget(run.job_id)
         self._runs[run.job_id] = run
         run.on_finished = self.finished
         if run.finished:
@@ -162,9 +160,7 @@ class RunRegistry:
         if excess <= 0:
             return
         for job_id in [j for j, r in self._runs.items() if r.finished][:excess]:
-            run = self._runs.pop(job_id)
-            if self._finished.pop(job_id, None) is not None:
-                self._finished_bytes -= run.log_bytes
+            self.forget(job_id)
 
     def forget(self, job_id: str) -> None:
         run = self._runs.pop(job_id, None)

@@ -528,7 +528,7 @@ class LocalBackend:
             ["-m", "podtools.configure", "/c2d/job.json", "/c2d/out/result.json"],
             # Inputs may live on the publisher's own network, loopback included: podtools are ours.
             "host" if needs_network else "none",
-            self.storage.podtools_env("configure", self.storage.reads_result_store(_input_urls(job)))
+            self.storage.podtools_env("configure", self.storage.reads_result_store(job.input_urls))
             if needs_storage
             else None,
         )
@@ -774,7 +774,7 @@ class LocalBackend:
         if code < 0:  # killed by a signal before bwrap could report it
             code = 128 - code
         outputs_size = _tree_size(outputs) + _tree_size(log_folder) + budget.used
-        for line in _unpublishable(Path(self._data(job_id, "outputs")), Path(self._data(job_id, "logs"))):
+        for line in _unpublishable(outputs, log_folder):
             await on_output(job_pb2.LOG_STREAM_SYSTEM, f"[c2d] {line}\n".encode())
         return AlgorithmOutcome(
             exit_code=code,
@@ -944,7 +944,7 @@ async def _watch_disk_use(
     loop = asyncio.get_running_loop()
     while process.returncode is None:
         began = loop.time()
-        used = sum([await asyncio.to_thread(_tree_size, folder) for folder in folders]) + budget.used
+        used = await asyncio.to_thread(lambda: sum(_tree_size(folder) for folder in folders)) + budget.used
         if used > limit:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -1019,7 +1019,3 @@ def _unpublishable(outputs: Path, logs: Path, limit: int = 20) -> list[str]:
     if count > limit:
         lines.append(f"… and {count - limit} more files that are not published")
     return lines
-
-
-def _input_urls(job: JobContext) -> list[str]:
-    return [f.url for d in job.spec.datasets for f in d.files] + [f.url for f in job.spec.algorithm.files]

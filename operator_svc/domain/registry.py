@@ -33,7 +33,7 @@ from operator_svc.domain.model import (
     StatusUpdate,
     StopAnswer,
 )
-from operator_svc.infra.job_store import JobRecord, JobStore, StoredEvent, StoredLog
+from operator_svc.infra.job_store import JobRecord, JobStore, StoredEvent, StoredJob, StoredLog
 from operator_svc.infra.job_writer import JobWriter
 from operator_svc.infra.metrics import STATUS_CHANGES
 
@@ -160,7 +160,7 @@ class JobRegistry:
             log.info("job registered", job_id=record.job.job_id, owner=owner)
         if not JobStatus(record.job.status).is_terminal:
             # A retried Start of a job nobody drives (its first dispatch was lost) drives it now.
-            self._dispatch(record.job.job_id, owner, record.job.spec, record.job.engine)
+            self._dispatch(record.job)
         if event is None and not _same_spec(record.job.spec, spec):
             # A request id names one request: answering the first job to another request would
             # let a consumer believe its new algorithm or data ran when they never did.
@@ -170,12 +170,15 @@ class JobRegistry:
             )
         return record, event is not None
 
-    def _dispatch(self, job_id: str, owner: str, spec: bytes, engine: str | None) -> None:
+    def _dispatch(self, job: StoredJob) -> None:
+        job_id = job.job_id
         if self._closing or job_id in self._drivers:
             return
-        if engine is not None:
-            self._driven_on[job_id] = engine
-        task = asyncio.create_task(self._drive(job_id, owner, spec), name=f"drive-{job_id}")
+        if job.engine is not None:
+            self._driven_on[job_id] = job.engine
+        # The job as just read or written: where its progress stands needs no second read.
+        after = ProgressCursor(job.progress_run_id or "", job.progress_position)
+        task = asyncio.create_task(self._drive(job_id, job.owner, job.spec, after), name=f"drive-{job_id}")
         self._drivers[job_id] = task
         task.add_done_callback(
             lambda _t: (self._drivers.pop(job_id, None), self._driven_on.pop(job_id, None))
@@ -186,10 +189,10 @@ class JobRegistry:
         has, or starts the job again."""
         jobs = await asyncio.to_thread(self.store.unfinished_jobs)
         for job in jobs:
-            self._dispatch(job.job_id, job.owner, job.spec, job.engine)
+            self._dispatch(job)
         return len(jobs)
 
-    async def _drive(self, job_id: str, owner: str, spec: bytes) -> None:
+    async def _drive(self, job_id: str, owner: str, spec: bytes, after: ProgressCursor | None) -> None:
         """Follows the job's run on the engine until its terminal status is recorded. Nothing ends
         this loop but that (or cancellation): an unreachable engine is retried (and after
         engine_retry_seconds the job ends as a system error), and a failure here, such as the
@@ -205,7 +208,8 @@ class JobRegistry:
                 engine = await self._engine_of(job_id)
                 if engine is None:
                     return  # the job is gone
-                if await self._follow_engine(job_id, owner, spec, engine):
+                following, after = after, None  # stale once anything was recorded: read it again
+                if await self._follow_engine(job_id, owner, spec, engine, following):
                     return
                 raise EngineUnavailable("the engine closed the job's stream before it ended")
             except asyncio.CancelledError:
@@ -262,14 +266,17 @@ class JobRegistry:
         assert failure is not None
         raise failure
 
-    async def _follow_engine(self, job_id: str, owner: str, spec: bytes, engine: EngineGateway) -> bool:
+    async def _follow_engine(
+        self, job_id: str, owner: str, spec: bytes, engine: EngineGateway, after: ProgressCursor | None
+    ) -> bool:
         """True once the job's terminal status is recorded. Asks the engine for what follows the
-        progress already stored, so that nothing it produced while this stream was away (a
-        restart of either side, a cut) is missed, and nothing is stored twice."""
-        record = await asyncio.to_thread(self.store.get_job, job_id)
-        if record is None:
-            return True
-        after = ProgressCursor(record.job.progress_run_id or "", record.job.progress_position)
+        progress already stored (`after`, else read here), so that nothing it produced while this
+        stream was away (a restart of either side, a cut) is missed, and nothing is stored twice."""
+        if after is None:
+            record = await asyncio.to_thread(self.store.get_job, job_id)
+            if record is None:
+                return True
+            after = ProgressCursor(record.job.progress_run_id or "", record.job.progress_position)
         async for update in engine.run_job(job_id, owner, spec, after):
             if isinstance(update, LogPiece):
                 await self._record_log(job_id, update.stream, update.data, update.cursor)

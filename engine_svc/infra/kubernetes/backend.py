@@ -476,10 +476,8 @@ class KubernetesBackend:
                 return ConfigureOutcome(False, exc.failed_input, str(exc))
             env = self.configure_env
             if needs_storage:
-                urls = [f.url for d in job.spec.datasets for f in d.files]
-                urls += [f.url for f in job.spec.algorithm.files]
-                storage_env = self.storage.podtools_env("configure", self.storage.reads_result_store(urls))
-                env = {**storage_env, **self.configure_env}
+                reads_results = self.storage.reads_result_store(job.input_urls)
+                env = {**self.storage.podtools_env("configure", reads_results), **self.configure_env}
             if len(json.dumps(plan)) > MAX_PLAN_BYTES:
                 failed = "algorithm" if len(job.spec.algorithm.raw_code) > MAX_PLAN_BYTES // 2 else "data"
                 return ConfigureOutcome(
